@@ -1,0 +1,27 @@
+"""pixelzoo: PixelCNN++ and its variants as interchangeable, tested parts.
+
+    >>> import pixelzoo
+    >>> m = pixelzoo.create_model("pixelcnnpp_small")
+    >>> bpd = m.bits_per_dim(x)            # x: (B, 3, 32, 32) uint8
+    >>> imgs = m.sample(4)                 # (4, 3, 32, 32) uint8
+"""
+from .registry import (Preset, create_model, get_preset, list_backbones, list_heads, list_models,
+                       register_backbone, register_head, register_model)
+from .model import PixelZooModel
+from .version import __version__
+from . import heads as _heads  # noqa: F401  (registers the built-in heads)
+from . import backbones as _backbones  # noqa: F401  (registers the built-in backbones and presets)
+
+__all__ = [
+    "PixelZooModel",
+    "Preset",
+    "create_model",
+    "get_preset",
+    "list_backbones",
+    "list_heads",
+    "list_models",
+    "register_backbone",
+    "register_head",
+    "register_model",
+    "__version__",
+]

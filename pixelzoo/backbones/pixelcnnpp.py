@@ -1,0 +1,140 @@
+"""PixelCNN++ U-net backbone.
+
+Paper: "PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture Likelihood and Other
+Modifications", Salimans, Karpathy, Chen, Kingma, ICLR 2017, https://arxiv.org/abs/1701.05517.
+Origin code: openai/pixel-cnn ``pixel_cnn_pp/model.py`` (``model_spec``), whose layer graph this follows
+exactly (REFERENCE §2.3): 160 filters as in the released code and checkpoint (the paper's text says 192).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import (DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d,
+                      DownShiftedConvTranspose2d, GatedResnet, down_shift, right_shift)
+from ..registry import Preset, register_backbone, register_model
+from .base import Backbone, add_ones_channel
+
+__all__ = ["PixelCNNPP"]
+
+
+class _StreamPair(nn.Module):
+    """``n`` steps of (u-stream block, ul-stream block); ``skips`` = aux channels of u and ul blocks."""
+
+    def __init__(self, n: int, F_: int, u_aux: int, ul_aux: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.u_stream = nn.ModuleList(
+            GatedResnet(F_, "down", u_aux, num_classes, dropout) for _ in range(n))
+        self.ul_stream = nn.ModuleList(
+            GatedResnet(F_, "down_right", ul_aux, num_classes, dropout) for _ in range(n))
+
+
+@register_backbone("pixelcnnpp")
+class PixelCNNPP(Backbone):
+    """The PixelCNN++ U-net: two causal streams (u: above; ul: above and left), 3 resolutions, short-cuts.
+
+    Up pass: ``nr_resnet`` gated blocks per stream at each of H, H/2, H/4, with stride-2 shifted convs
+    between levels; every intermediate (1 + nr_resnet per level, 18 per stream at the defaults) is kept.
+    Down pass: ``nr_resnet, nr_resnet + 1, nr_resnet + 1`` blocks at H/4, H/2, H, with transposed convs
+    between levels; each block takes the matching up-pass output as its auxiliary input (u: the u skip;
+    ul: ``[u, ul skip]``). Output: ``elu(ul)``.
+
+    Args:
+        in_channels: image channels (1 or 3, any C works).
+        num_classes: > 0 adds a class-dependent bias to every gated block.
+        nr_resnet: blocks per level (reference 5).
+        nr_filters: F, the width of every block (reference code 160; paper text 192).
+        dropout: dropout probability inside the blocks (reference 0.5).
+        shortcuts: ``False`` removes the U-net short-cut connections (the paper's "no short-cut" ablation);
+            down-pass ul blocks then take only the u stream as auxiliary input.
+
+    Shape:
+        x: (B, in_channels, H, W) in [-1, 1], H and W divisible by 4; cond: (B, num_classes) or None
+        -> (B, nr_filters, H, W)
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 0, nr_resnet: int = 5, nr_filters: int = 160,
+                 dropout: float = 0.5, shortcuts: bool = True) -> None:
+        super().__init__(in_channels, num_classes)
+        if nr_resnet < 1 or nr_filters < 1:
+            raise ValueError(f"nr_resnet and nr_filters must be >= 1, got {nr_resnet}, {nr_filters}")
+        F_ = nr_filters
+        self.nr_resnet, self.nr_filters, self.shortcuts = nr_resnet, nr_filters, shortcuts
+        self.out_features = F_
+        c_in = in_channels + 1  # + the ones channel
+        self.u_init = DownShiftedConv2d(c_in, F_, (2, 3))
+        self.ul_init_down = DownShiftedConv2d(c_in, F_, (1, 3))
+        self.ul_init_right = DownRightShiftedConv2d(c_in, F_, (2, 1))
+
+        self.up_layers = nn.ModuleList(_StreamPair(nr_resnet, F_, 0, F_, num_classes, dropout) for _ in range(3))
+        self.downsize_u = nn.ModuleList(DownShiftedConv2d(F_, F_, (2, 3), stride=2) for _ in range(2))
+        self.downsize_ul = nn.ModuleList(DownRightShiftedConv2d(F_, F_, (2, 2), stride=2) for _ in range(2))
+
+        u_aux, ul_aux = (F_, 2 * F_) if shortcuts else (0, F_)
+        self.down_layers = nn.ModuleList(
+            _StreamPair(n, F_, u_aux, ul_aux, num_classes, dropout) for n in (nr_resnet, nr_resnet + 1, nr_resnet + 1))
+        self.upsize_u = nn.ModuleList(DownShiftedConvTranspose2d(F_, F_, (2, 3)) for _ in range(2))
+        self.upsize_ul = nn.ModuleList(DownRightShiftedConvTranspose2d(F_, F_, (2, 2)) for _ in range(2))
+
+    def check_image_size(self, height: int, width: int) -> None:
+        super().check_image_size(height, width)
+        if height % 4 or width % 4:
+            raise ValueError(f"pixelcnnpp downsamples twice by 2, so H and W must be divisible by 4; "
+                             f"got {height}x{width}")
+
+    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) -> u0, ul0 each (B, F, H, W): the first features of the two streams."""
+        x = add_ones_channel(x)
+        u = down_shift(self.u_init(x))
+        ul = down_shift(self.ul_init_down(x)) + right_shift(self.ul_init_right(x))
+        return u, ul
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        u, ul = self.stem(x)
+        u_list, ul_list = [u], [ul]
+        for level, layer in enumerate(self.up_layers):
+            for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
+                u = u_block(u, cond=cond)
+                ul = ul_block(ul, u, cond=cond)
+                u_list.append(u)
+                ul_list.append(ul)
+            if level < 2:
+                u = self.downsize_u[level](u)
+                ul = self.downsize_ul[level](ul)
+                u_list.append(u)
+                ul_list.append(ul)
+
+        u, ul = u_list.pop(), ul_list.pop()
+        for level, layer in enumerate(self.down_layers):
+            for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
+                if self.shortcuts:
+                    u = u_block(u, u_list.pop(), cond=cond)
+                    ul = ul_block(ul, torch.cat([u, ul_list.pop()], dim=1), cond=cond)
+                else:
+                    u = u_block(u, cond=cond)
+                    ul = ul_block(ul, u, cond=cond)
+            if level < 2:
+                u = self.upsize_u[level](u)
+                ul = self.upsize_ul[level](ul)
+        return F.elu(ul)
+
+
+def _preset(name: str, **kw) -> Preset:
+    return register_model(Preset(name=name, backbone="pixelcnnpp", head="dlogistic", **kw))
+
+
+_PAPER_CIFAR = dict(paper="Salimans et al. 2017, arXiv:1701.05517", paper_nr_filters=192,
+                    notes="nr_filters=160 as in openai/pixel-cnn and its released checkpoint; the paper's "
+                          "text says 192 feature maps.")
+
+_preset("pixelcnnpp_cifar10", image_shape=(3, 32, 32),
+        backbone_args=dict(nr_resnet=5, nr_filters=160, dropout=0.5), head_args=dict(num_mixtures=10),
+        metadata=dict(_PAPER_CIFAR, paper_bits_per_dim=2.92, dataset="cifar10"))
+_preset("pixelcnnpp_small", image_shape=(3, 32, 32),
+        backbone_args=dict(nr_resnet=1, nr_filters=32, dropout=0.5), head_args=dict(num_mixtures=5),
+        metadata=dict(notes="A small U-net for CPU demos and tests (the pclucas14 port's 'small config')."))
+_preset("pixelcnnpp_mnist", image_shape=(1, 28, 28),
+        backbone_args=dict(nr_resnet=1, nr_filters=32, dropout=0.0), head_args=dict(num_mixtures=5),
+        metadata=dict(dataset="mnist", hub_id="pixelzoo/pixelcnnpp-mnist",
+                      notes="A small 1-channel U-net that trains on 2 CPU cores; the zoo's MNIST checkpoint."))

@@ -1,0 +1,219 @@
+"""A pixelzoo model: backbone -> weight-normed 1x1 projection -> likelihood head."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .heads.base import levels_to_unit
+from .layers import NIN, data_dependent_init
+from .registry import accepted_args, get_backbone_class, get_head_class
+
+__all__ = ["PixelZooModel"]
+
+FORMAT_VERSION = 1
+
+
+class PixelZooModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="pixelzoo",
+    tags=["pixelcnn", "autoregressive", "image-generation"],
+    license="mit",
+    pipeline_tag="unconditional-image-generation",
+    repo_url="https://github.com/pixelzoo/pixelzoo",
+):
+    """An autoregressive image model ``p(x) = Π_i p(x_i | x_<i)`` built from registered parts.
+
+    Args:
+        backbone: registered backbone name (see ``pixelzoo.list_backbones()``).
+        head: registered head name (see ``pixelzoo.list_heads()``).
+        image_shape: ``(C, H, W)`` of the images the model takes and samples.
+        backbone_args: keyword arguments of the backbone (``in_channels`` / ``num_classes`` are set here).
+        head_args: keyword arguments of the head (``channels`` / ``bits`` are set here).
+        bits: bit depth; images hold integer levels in ``[0, 2**bits)``.
+        num_classes: 0 for an unconditional model, else the number of class labels.
+
+    Images enter and leave as integer tensors; level k is mapped to ``2k / (2**bits - 1) - 1``.
+    """
+
+    def __init__(self, backbone: str, head: str, image_shape: Sequence[int] = (3, 32, 32),
+                 backbone_args: dict[str, Any] | None = None, head_args: dict[str, Any] | None = None,
+                 bits: int = 8, num_classes: int = 0) -> None:
+        super().__init__()
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        C, H, W = image_shape
+        self.backbone_name, self.head_name = backbone, head
+        self.backbone_args = dict(backbone_args or {})
+        self.head_args = dict(head_args or {})
+        self.image_shape = image_shape
+        self.bits = bits
+        self.num_classes = num_classes
+        self.backbone = _build(get_backbone_class(backbone), "backbone", self.backbone_args,
+                               in_channels=C, num_classes=num_classes)
+        self.backbone.check_image_size(H, W)
+        self.head = _build(get_head_class(head), "head", self.head_args, channels=C, bits=bits)
+        self.proj = NIN(self.backbone.out_features, self.head.num_params())
+
+    # ------------------------------------------------------------------ config
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model through the registry (JSON-able)."""
+        from .version import __version__
+
+        return {
+            "library": "pixelzoo",
+            "library_version": __version__,
+            "format_version": FORMAT_VERSION,
+            "backbone": self.backbone_name,
+            "backbone_args": dict(self.backbone_args),
+            "head": self.head_name,
+            "head_args": dict(self.head_args),
+            "image_shape": list(self.image_shape),
+            "bits": self.bits,
+            "num_classes": self.num_classes,
+        }
+
+    @property
+    def exact_likelihood(self) -> bool:
+        """``True`` if :meth:`nll` is exact; ``False`` if it is a variational upper bound."""
+        return bool(self.head.exact)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -------------------------------------------------------------- validation
+    def check_images(self, x: Any) -> torch.Tensor:
+        """Validate images at the API boundary; raises ``ValueError`` naming what was expected and what came."""
+        C, H, W = self.image_shape
+        top = 2**self.bits - 1
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"images must be a torch.Tensor of integer levels, got {type(x).__name__}")
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise ValueError(f"images must hold integer levels in [0, {top}] (uint8 or int16/32/64), got dtype "
+                             f"{x.dtype}; for floats in [0, 1] use (x * {top}).round().to(torch.int64)")
+        if x.dim() != 4:
+            hint = " (add a batch dimension: x[None])" if x.dim() == 3 else ""
+            raise ValueError(f"images must have shape (B, {C}, {H}, {W}), got {tuple(x.shape)}{hint}")
+        if x.shape[1] != C:
+            hint = " (channels last? use x.permute(0, 3, 1, 2))" if x.shape[-1] == C else ""
+            raise ValueError(f"this model takes {C}-channel images (B, {C}, {H}, {W}), got {tuple(x.shape)}{hint}")
+        if tuple(x.shape[2:]) != (H, W):
+            raise ValueError(f"this model takes {H}x{W} images, got {tuple(x.shape[2:])[0]}x{tuple(x.shape[2:])[1]}")
+        if x.numel():
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi > top:
+                raise ValueError(f"pixel levels must lie in [0, {top}] for bits={self.bits}, got values in "
+                                 f"[{lo}, {hi}]")
+        return x
+
+    def check_labels(self, labels: Any, batch: int) -> torch.Tensor | None:
+        """Validate class labels: required (shape (B,), ints in [0, num_classes)) iff the model is conditional."""
+        if self.num_classes == 0:
+            if labels is not None:
+                raise ValueError("this model is unconditional (num_classes=0), but labels were given")
+            return None
+        if labels is None:
+            raise ValueError(f"this model is class-conditional ({self.num_classes} classes): pass labels of "
+                             f"shape ({batch},)")
+        if isinstance(labels, int):
+            labels = torch.full((batch,), labels, dtype=torch.int64)
+        if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be an int or an integer tensor of shape ({batch},), got {labels!r}")
+        if tuple(labels.shape) != (batch,):
+            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got values in "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        return labels.to(self.device)
+
+    # ----------------------------------------------------------------- compute
+    def condition(self, labels: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """One-hot conditioning vector (B, num_classes) for the backbone, or None."""
+        return None if labels is None else F.one_hot(labels.long(), self.num_classes).to(dtype)
+
+    def params_from_unit(self, xu: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Head parameters from images already mapped to [-1, 1] (no validation; the hot path).
+
+        Shape:
+            xu: (B, C, H, W) float in [-1, 1]; cond: (B, num_classes) or None -> (B, P, H, W)
+        """
+        return self.proj(self.backbone(xu, cond))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-pixel head parameters for integer images.
+
+        Shape:
+            x: (B, C, H, W) integer levels; labels: (B,) or None -> (B, P, H, W)
+        """
+        x = self.check_images(x)
+        labels = self.check_labels(labels, x.shape[0])
+        dtype = self.proj.bias.dtype
+        return self.params_from_unit(levels_to_unit(x.to(self.device), self.bits, dtype), self.condition(labels, dtype))
+
+    def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Negative log-likelihood of each image in nats (an upper bound if not :attr:`exact_likelihood`).
+
+        Shape:
+            x: (B, C, H, W) integer levels; labels: (B,) or None -> (B,)
+        """
+        params = self(x, labels)
+        return self.head.nll(params, x.to(params.device), generator=generator).sum(dim=(1, 2))
+
+    def bits_per_dim(self, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Total nats / (B · C · H · W · ln 2) over exactly the images given; a scalar."""
+        nats = self.nll(x, labels, generator=generator)
+        return nats.sum() / (nats.shape[0] * math.prod(self.image_shape) * math.log(2.0))
+
+    def data_dependent_init(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> "PixelZooModel":
+        """Initialise every weight-normed layer from one batch (reference: 16 training images). Run once."""
+        data_dependent_init(self, x, labels)
+        return self
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | int | None = None, *, method: str = "auto",
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` images by ancestral sampling in raster order (eval mode: no dropout).
+
+        Args:
+            n: number of images.
+            labels: class labels (an int for all, or (n,)) for class-conditional models.
+            method: ``"naive"`` runs the whole network once per pixel; ``"auto"`` picks the fastest
+                method the backbone supports.
+            generator: a ``torch.Generator`` for reproducible draws.
+
+        Shape:
+            -> (n, C, H, W), uint8 for bits <= 8, else int32
+        """
+        from .sampling import sample
+
+        return sample(self, n, labels, method=method, generator=generator)
+
+    def extra_repr(self) -> str:
+        return (f"backbone={self.backbone_name!r}, head={self.head_name!r}, image_shape={self.image_shape}, "
+                f"bits={self.bits}, num_classes={self.num_classes}")
+
+
+def _build(cls: type, kind: str, args: dict[str, Any], **managed: Any) -> nn.Module:
+    clash = sorted(set(args) & set(managed))
+    if clash:
+        raise ValueError(f"{kind} argument(s) {clash} are set by the model (image_shape, bits, num_classes); "
+                         f"pass them to the model instead")
+    accepted = accepted_args(cls, managed)
+    unknown = sorted(set(args) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(f"{kind} {cls.registry_name!r} takes no argument(s) {unknown}; it takes "
+                         f"{sorted(accepted)}")
+    return cls(**managed, **args)
