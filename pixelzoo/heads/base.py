@@ -35,8 +35,15 @@ def uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generat
 
 
 def log1mexp(d: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(-d))`` for ``d > 0``, accurate at both ends (Maechler 2012: switch at ln 2)."""
-    return torch.where(d < math.log(2.0), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
+    """``log(1 - exp(-d))`` for ``d > 0``, accurate at both ends (Maechler 2012: switch at ln 2).
+
+    Each branch only ever sees inputs on its own side of ln 2: torch.where evaluates both, and an infinite
+    derivative in the untaken branch (log1p(-1) at tiny d) would turn the zero gradient it gets into NaN.
+    """
+    small = d < math.log(2.0)
+    d_small = torch.where(small, d, torch.ones_like(d))
+    d_large = torch.where(small, torch.ones_like(d), d)
+    return torch.where(small, torch.log(-torch.expm1(-d_small)), torch.log1p(-torch.exp(-d_large)))
 
 
 @contextlib.contextmanager
