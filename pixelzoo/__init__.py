@@ -8,6 +8,7 @@
 from .registry import (Preset, create_model, get_preset, list_backbones, list_heads, list_models,
                        register_backbone, register_head, register_model)
 from .model import PixelZooModel
+from .receptive_field import declared_receptive_field, receptive_field
 from .version import __version__
 from . import heads as _heads  # noqa: F401  (registers the built-in heads)
 from . import backbones as _backbones  # noqa: F401  (registers the built-in backbones and presets)
@@ -16,10 +17,12 @@ __all__ = [
     "PixelZooModel",
     "Preset",
     "create_model",
+    "declared_receptive_field",
     "get_preset",
     "list_backbones",
     "list_heads",
     "list_models",
+    "receptive_field",
     "register_backbone",
     "register_head",
     "register_model",
