@@ -1,11 +1,20 @@
-"""Ancestral sampling in raster order."""
+"""Ancestral sampling in raster order: naive (the whole network per pixel) or cached (only what changes).
+
+Both methods draw every pixel with ``model.head.sample(params[:, :, i:i+1, j:j+1], generator=...)`` in
+the same order, so for the same generator state they consume the same random numbers and, since their
+parameters agree to float rounding, return the same images. In float64 that is exact; in float32 a draw
+that lands within rounding of a bin edge can (rarely) go the other way and change the rest of the image.
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
+from .cached import build_cached, cached_class, no_cache_error
 from .heads.base import levels_to_unit
 
-__all__ = ["sample", "sample_naive", "output_dtype"]
+__all__ = ["sample", "complete", "sample_naive", "sample_cached", "resolve_method", "output_dtype"]
 
 
 def output_dtype(bits: int) -> torch.dtype:
@@ -21,6 +30,11 @@ def _prepare(model, n: int, labels):
     return labels, model.condition(labels, dtype), dtype
 
 
+def _canvas(model, n: int, canvas: torch.Tensor | None) -> torch.Tensor:
+    C, H, W = model.image_shape
+    return torch.zeros((n, C, H, W), dtype=torch.int64, device=model.device) if canvas is None else canvas.clone()
+
+
 @torch.no_grad()
 def sample_naive(model, n: int, labels=None, *, generator: torch.Generator | None = None,
                  canvas: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
@@ -34,7 +48,7 @@ def sample_naive(model, n: int, labels=None, *, generator: torch.Generator | Non
     """
     labels, cond, dtype = _prepare(model, n, labels)
     C, H, W = model.image_shape
-    x = torch.zeros((n, C, H, W), dtype=torch.int64, device=model.device) if canvas is None else canvas.clone()
+    x = _canvas(model, n, canvas)
     for idx in range(start, H * W):
         i, j = divmod(idx, W)
         params = model.params_from_unit(levels_to_unit(x, model.bits, dtype), cond)
@@ -42,7 +56,59 @@ def sample_naive(model, n: int, labels=None, *, generator: torch.Generator | Non
     return x
 
 
-_METHODS = {"naive": sample_naive}
+@torch.no_grad()
+def sample_cached(model, n: int, labels=None, *, generator: torch.Generator | None = None,
+                  canvas: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+    """Like :func:`sample_naive`, computing only what each new pixel changes (the backbone's cache).
+
+    The rows above ``start`` are computed in bulk first, then every pixel of the row of ``start`` before
+    it, then each remaining pixel is drawn exactly as the naive sampler draws it. Raises ``ValueError``
+    if the backbone has no cached implementation.
+
+    Shape:
+        -> (n, C, H, W) int64 levels
+    """
+    labels, cond, dtype = _prepare(model, n, labels)
+    C, H, W = model.image_shape
+    x = _canvas(model, n, canvas)
+    state = build_cached(model.backbone, levels_to_unit(x, model.bits, dtype), cond)
+    first_row = start // W
+    state.prime(first_row)
+    for idx in range(first_row * W, H * W):
+        i, j = divmod(idx, W)
+        if j == 0:
+            state.begin_row(i)
+        features = state.features_at(i, j)
+        if idx < start:  # a given pixel: its features only fill the caches
+            continue
+        x[:, :, i, j] = model.head.sample(model.proj(features), generator=generator)[:, :, 0, 0]
+        state.set_pixel(i, j, levels_to_unit(x[:, :, i, j], model.bits, dtype))
+    return x
+
+
+_METHODS: dict[str, Callable[..., torch.Tensor]] = {"naive": sample_naive, "cached": sample_cached}
+
+
+def resolve_method(model, method: str) -> str:
+    """``"auto"`` -> ``"cached"`` where the backbone has a cached implementation, else ``"naive"``."""
+    if method == "auto":
+        return "cached" if cached_class(model.backbone) is not None else "naive"
+    if method not in _METHODS:
+        raise ValueError(f"unknown sampling method {method!r}; choose one of {['auto', *_METHODS]}")
+    if method == "cached" and cached_class(model.backbone) is None:
+        raise no_cache_error(model.backbone)
+    return method
+
+
+def _run(model, method: str, n: int, labels, generator, **canvas) -> torch.Tensor:
+    fn = _METHODS[resolve_method(model, method)]
+    was_training = model.training
+    model.eval()
+    try:
+        out = fn(model, n, labels, generator=generator, **canvas)
+    finally:
+        model.train(was_training)
+    return out.to(output_dtype(model.bits))
 
 
 @torch.no_grad()
@@ -50,17 +116,29 @@ def sample(model, n: int, labels=None, *, method: str = "auto",
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample ``n`` images from ``model`` in eval mode (dropout off); training mode is restored after.
 
+    ``method``: ``"naive"``, ``"cached"`` (``ValueError`` if the backbone has no cache) or ``"auto"``
+    (cached where available, else naive). Both give the same images for the same generator.
+
     Shape:
         -> (n, C, H, W) uint8 (bits <= 8) or int32
     """
-    if method == "auto":
-        method = "naive"
-    if method not in _METHODS:
-        raise ValueError(f"unknown sampling method {method!r}; choose one of {['auto', *_METHODS]}")
-    was_training = model.training
-    model.eval()
-    try:
-        out = _METHODS[method](model, n, labels, generator=generator)
-    finally:
-        model.train(was_training)
-    return out.to(output_dtype(model.bits))
+    return _run(model, method, n, labels, generator)
+
+
+@torch.no_grad()
+def complete(model, x: torch.Tensor, rows: int, labels=None, *, method: str = "auto",
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Keep the first ``rows`` rows of each image and sample the rest (inpainting the lower part).
+
+    The given rows are returned unchanged; the rest is drawn as :func:`sample` draws it, conditioned on
+    them. Cached and naive completion give the same images for the same generator.
+
+    Shape:
+        x: (B, C, H, W) integer levels; labels: (B,) or None -> (B, C, H, W) uint8 (bits <= 8) or int32
+    """
+    x = model.check_images(x)
+    H, W = model.image_shape[1:]
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= H:
+        raise ValueError(f"rows must be an int in [0, {H}] (the number of rows to keep), got {rows!r}")
+    canvas = x.to(device=model.device, dtype=torch.int64)
+    return _run(model, method, x.shape[0], labels, generator, canvas=canvas, start=rows * W)
