@@ -6,12 +6,14 @@ import argparse
 import numpy as np
 import torch
 
-from .common import add_model_argument, apply_threads, load_model, pick_device
+from .common import add_model_argument, apply_threads, pick_device
+from .eval_cmd import add_weights_argument, load_model_or_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample images into a PNG grid")
     add_model_argument(p)
+    add_weights_argument(p)
     p.add_argument("-n", "--num", type=int, default=16, help="number of images (default 16)")
     p.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
     p.add_argument("--npy", default=None, help="also save the integer images (N, C, H, W) to this .npy")
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     device = pick_device(args.device)
-    model = load_model(args.model, device)
+    model = load_model_or_checkpoint(args.model, device, args.weights)
     labels = None
     if model.num_classes:
         labels = (torch.full((args.num,), args.label) if args.label is not None

@@ -1,0 +1,655 @@
+"""Training: ``train(TrainConfig(...)) -> TrainResult``, on one CPU/GPU or many processes under ``torchrun``.
+
+Follows the reference recipe (openai/pixel-cnn ``train.py``; DESIGN §4): Adam β = (0.95, 0.9995), learning
+rate 1e-3 multiplied by 0.999995 after every step, an exponential moving average (EMA, 0.9995) of the weights
+that evaluation, sample grids and the exported model use, data-dependent initialisation of the weight-normed
+layers on the first batch of a fresh run, and the mean bits/dim of the batch as the loss.
+
+A run directory holds:
+
+    checkpoint.pt          latest checkpoint (atomic; see pixelzoo.checkpoint), resumable exactly
+    train_config.json      the TrainConfig of the latest (re)start
+    metrics.jsonl          one JSON object per line: {"kind": "train" | "eval" | "sample" | "end", "step", ...}
+    samples_step{N}.png    sample grids from the EMA weights
+    model/                 the EMA model as a loadable folder (config.json + model.safetensors)
+
+Exact resume: the data order of epoch ``e`` is a function of ``(seed, e)`` only (a seeded
+``DistributedSampler``), the position inside the epoch follows from the step, and the checkpoint restores
+model, EMA, optimizer and every rank's random state; a resumed run ends with the same weights, bit for bit
+on the CPU, as one that never stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from . import distributed as dist_utils
+from .heads.base import levels_to_unit
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "build_model", "export_model",
+           "epoch_batches"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Build from code, or from ``pixelzoo train`` flags.
+
+    The model is a preset (``model``), or a ``backbone`` + ``head`` pair, with ``model_args`` overriding
+    constructor arguments (routed like ``create_model``'s keywords), or the weights of ``init_from``.
+    """
+
+    # --- model --------------------------------------------------------------------------------------
+    model: str | None = "pixelcnnpp_mnist"  # preset name (pixelzoo list); None to use backbone + head
+    backbone: str | None = None  # registered backbone, with `head`, instead of (or overriding) a preset
+    head: str | None = None  # registered head; with a preset it swaps the preset's head
+    model_args: dict[str, Any] = field(default_factory=dict)  # overrides: nr_filters=64, dropout=0.5, ...
+    init_from: str | None = None  # start from these weights (model folder, Hub id or checkpoint): no data init
+    dtype: str = "float32"  # parameter dtype: "float32", or "float64" for exactness checks
+    # --- data ---------------------------------------------------------------------------------------
+    data: str = "bundled"  # training data: a path load_dataset understands, or "bundled" (MNIST subset)
+    split: str = "train"  # split of `data` to train on
+    eval_data: str | None = None  # evaluation data (default: `data`)
+    eval_split: str = "test"  # split of the evaluation data
+    eval_limit: int | None = None  # evaluate on the first N images only (None: every image)
+    # --- length -------------------------------------------------------------------------------------
+    steps: int | None = None  # optimizer steps in total; exactly one of steps / epochs
+    epochs: int | None = None  # passes over the training data in total (the last partial batch is dropped)
+    max_minutes: float | None = None  # wall-clock budget of this (re)start; then checkpoint, export, stop
+    # --- optimisation (reference defaults, DESIGN §4) ------------------------------------------------
+    batch_size: int = 16  # images per process and step (global batch = batch_size x processes)
+    lr: float = 1e-3  # initial learning rate
+    lr_decay: float = 0.999995  # the learning rate is multiplied by this after every step
+    betas: tuple[float, float] = (0.95, 0.9995)  # Adam betas of the reference code
+    eps: float = 1e-8  # Adam epsilon (torch adds it outside the square root; TF's reference inside)
+    grad_clip: float | None = None  # clip the global gradient norm to this (None: no clipping)
+    ema_decay: float = 0.9995  # Polyak/EMA decay of the weights that are evaluated and exported
+    ema_warmup: bool = False  # timm ModelEmaV3 decay warm-up (off: the reference's constant decay)
+    init_batch_size: int = 16  # images for the data-dependent init of a fresh run (0: skip it)
+    seed: int = 0  # seeds model init, data order (seed + epoch) and dropout (seed + 1 + rank)
+    # --- bookkeeping --------------------------------------------------------------------------------
+    out_dir: str = "runs/pixelzoo"  # run directory: checkpoint, metrics, samples, exported model
+    resume: bool = False  # continue from out_dir/checkpoint.pt (an error if there is none)
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    eval_every: int = 0  # steps between evaluations of the EMA weights (0: only at the end; -1: never)
+    eval_batch_size: int = 100  # images per evaluation batch
+    sample_every: int = 0  # steps between sample grids (0: only at the end; -1: never)
+    num_samples: int = 16  # images per sample grid
+    log_every: int = 10  # steps between lines in metrics.jsonl (loss averaged over them)
+    export: bool = True  # write the EMA model to out_dir/model at the end
+    progress: bool = True  # tqdm progress bars (rank 0 only)
+    # --- hardware -----------------------------------------------------------------------------------
+    device: str | None = None  # "cpu", "cuda", "cuda:1" (default: CUDA when available)
+    bf16: bool | None = None  # bf16 autocast of the network (default: on for CUDA); the likelihood stays fp32
+    compile: bool = False  # torch.compile the training step
+    num_workers: int = 0  # DataLoader workers (0: batches are sliced in the main process)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_args", dict(self.model_args))
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        problems = []
+        if (self.steps is None) == (self.epochs is None):
+            problems.append(f"set exactly one of steps / epochs (got steps={self.steps}, epochs={self.epochs})")
+        for name in ("steps", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                problems.append(f"{name} must be an int >= 0, got {value!r}")
+        for name in ("batch_size", "checkpoint_every", "eval_batch_size", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        for name in ("init_batch_size", "num_workers", "num_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                problems.append(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+        for name in ("eval_every", "sample_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < -1:
+                problems.append(f"{name} must be an int >= -1 (-1 never, 0 at the end), got {getattr(self, name)!r}")
+        if not self.lr > 0 or not 0 < self.lr_decay <= 1:
+            problems.append(f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr}, lr_decay={self.lr_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            problems.append(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            problems.append(f"max_minutes must be > 0 or None, got {self.max_minutes}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            problems.append(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
+        if self.dtype not in _DTYPES:
+            problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.bf16 and self.dtype != "float32":
+            problems.append("bf16 autocast needs dtype='float32'")
+        if self.init_from is not None and (self.model_args or self.backbone or self.head):
+            problems.append("init_from takes the architecture from the loaded weights: drop backbone/head/"
+                            "model_args (or start from a preset without init_from)")
+        if self.init_from is None and self.model is None and (self.backbone is None or self.head is None):
+            problems.append("name a preset (model=...) or both backbone= and head=")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists); :meth:`from_dict` inverts it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Rebuild from :meth:`to_dict` output; an unknown key is a ``ValueError`` (typos must not pass)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+
+# Fields that decide the trajectory: a resume must keep them (the others, such as steps, may change).
+_FIXED_ON_RESUME = ("model", "backbone", "head", "model_args", "init_from", "dtype", "data", "split",
+                    "batch_size", "lr", "lr_decay", "betas", "eps", "grad_clip", "ema_decay", "ema_warmup",
+                    "init_batch_size", "seed", "bf16")
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (on every rank).
+
+    Attributes:
+        step: optimizer steps done in total (over all restarts).
+        loss: mean training bits/dim of the last logged interval (None if no step ran).
+        eval: the last evaluation of the EMA weights (``evaluate``'s dict plus ``step``), or None.
+        stopped: ``"completed"`` or ``"time_limit"``.
+        out_dir: the run directory; checkpoint: its checkpoint file; model_dir: the exported model or None.
+        model: the raw trained model (unwrapped); ema_model: its EMA copy (what is evaluated and exported).
+        history: every metrics record this call wrote (rank 0) or would have written (other ranks).
+    """
+
+    step: int
+    loss: float | None
+    eval: dict[str, Any] | None
+    stopped: str
+    out_dir: Path
+    checkpoint: Path | None
+    model_dir: Path | None
+    model: nn.Module
+    ema_model: nn.Module
+    history: list[dict[str, Any]]
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last checkpoint holds the last good state."""
+
+
+# ----------------------------------------------------------------------------------------- model & data
+def build_model(config: TrainConfig):
+    """The model a config describes, with fresh weights (or the ``init_from`` weights)."""
+    from .registry import create_model
+
+    if config.init_from is not None:
+        model = _load_weights(config.init_from)
+    elif config.model is not None:
+        model = create_model(config.model, backbone=config.backbone, head=config.head, **config.model_args)
+    else:
+        model = create_model(backbone=config.backbone, head=config.head, **config.model_args)
+    return model.to(_DTYPES[config.dtype]).train()
+
+
+def _load_weights(spec: str):
+    if ckpt.is_checkpoint_spec(spec):
+        return ckpt.model_from_checkpoint(spec, "ema")
+    import pixelzoo
+
+    loader = getattr(pixelzoo, "from_pretrained", None)
+    if loader is None:
+        from .model import PixelZooModel
+
+        loader = PixelZooModel.from_pretrained
+    return loader(spec)
+
+
+def _check_fits(model, data, what: str) -> None:
+    """The data must have the model's image shape, level range and labels; raise with the fix otherwise."""
+    data_bits = getattr(data, "bits", model.bits)
+    if data_bits != model.bits:
+        raise ValueError(f"{what} {data.name!r} holds {data_bits}-bit levels but the model takes {model.bits}-bit "
+                         f"ones: pass --set bits={data_bits} (TrainConfig.model_args={{'bits': {data_bits}}})")
+    if tuple(data.image_shape) != tuple(model.image_shape):
+        C, H, W = data.image_shape
+        raise ValueError(f"{what} {data.name!r} has images of shape {tuple(data.image_shape)} but the model takes "
+                         f"{tuple(model.image_shape)}: pick a preset for this data, or pass "
+                         f"--set image_shape=[{C},{H},{W}] (TrainConfig.model_args={{'image_shape': [{C}, {H}, {W}]}})")
+    model.check_images(data.images[:0])
+    top = 2**model.bits - 1
+    lo, hi = int(data.images.min()), int(data.images.max())
+    if lo < 0 or hi > top:
+        raise ValueError(f"{what} {data.name!r} holds levels in [{lo}, {hi}] but the model takes {model.bits}-bit "
+                         f"levels in [0, {top}]: set bits (--set bits=N) to the data's bit depth")
+    if model.num_classes:
+        if data.labels is None:
+            raise ValueError(f"the model is class-conditional ({model.num_classes} classes) but {what} "
+                             f"{data.name!r} has no labels")
+        if int(data.labels.min()) < 0 or int(data.labels.max()) >= model.num_classes:
+            raise ValueError(f"{what} {data.name!r} has labels in [{int(data.labels.min())}, "
+                             f"{int(data.labels.max())}] but the model has {model.num_classes} classes")
+
+
+def epoch_batches(dataset: Dataset, batch_size: int, seed: int, epoch: int, rank: int = 0,
+                  world_size: int = 1) -> list[list[int]]:
+    """The index batches of one epoch for one rank: a function of (seed, epoch, rank, world_size) only.
+
+    A seeded ``DistributedSampler`` shuffles all N images with ``seed + epoch`` and deals them to the
+    ranks; each rank cuts its share into full batches (the partial remainder is dropped). Global batch
+    ``k`` is the same set of images for any ``world_size`` with the same global batch size.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(len(order) // batch_size)]
+
+
+class _BatchSlices(Dataset):
+    """Whole batches sliced from in-memory images (a DataLoader over it runs with ``batch_size=None``)."""
+
+    def __init__(self, data, batches: list[list[int]]) -> None:
+        self.images, self.labels, self.batches = data.images, data.labels, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.tensor(self.batches[i], dtype=torch.int64)
+        return self.images[idx], (None if self.labels is None else self.labels[idx])
+
+
+def _iterate(data, batches: list[list[int]], num_workers: int, pin: bool) -> Iterator:
+    slices = _BatchSlices(data, batches)
+    if num_workers == 0:
+        return (slices[i] for i in range(len(slices)))
+    # A private generator: a DataLoader iterator otherwise draws its base seed from the global RNG,
+    # which would make the dropout stream depend on where a run was resumed.
+    return iter(DataLoader(slices, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin,
+                           generator=torch.Generator().manual_seed(0)))
+
+
+# ------------------------------------------------------------------------------------------- the loss
+class _BitsPerDim(nn.Module):
+    """The training loss, mean bits/dim of a batch, as a module (so DDP and torch.compile can wrap it).
+
+    Images are validated once for the whole dataset before training, so this is the unchecked hot path.
+
+    Shape:
+        x: (B, C, H, W) integer levels; labels: (B,) or None -> scalar
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.dims = math.prod(model.image_shape)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        m = self.model
+        dtype = m.proj.bias.dtype
+        params = m.params_from_unit(levels_to_unit(x, m.bits, dtype), m.condition(labels, dtype))
+        nats = m.head.nll(params, x)  # (B, H, W), computed in float32 or better with autocast off
+        return nats.sum() / (x.shape[0] * self.dims * math.log(2.0))
+
+
+# ------------------------------------------------------------------------------------------- the run
+class _MetricsLog:
+    """Appends JSON lines to ``metrics.jsonl`` on rank 0; keeps the records in memory on every rank."""
+
+    def __init__(self, path: Path, write: bool) -> None:
+        self.path, self.write, self.records = path, write, []
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (work after the checkpoint a resume starts from is redone)."""
+        if not (self.write and self.path.exists()):
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:  # a line torn by a crash
+                continue
+        from .images import atomic_write_bytes
+
+        atomic_write_bytes(self.path, "".join(f"{line}\n" for line in kept).encode())
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.write:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
+    current = config.to_dict()
+    changed = [k for k in _FIXED_ON_RESUME if saved.get(k) != current.get(k)]
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ValueError(f"cannot resume: the run was started with different settings ({diffs}); resume with the "
+                         f"original settings, or start a new run with --init-from {config.out_dir}")
+
+
+def _evaluate(model, data, config: TrainConfig, step: int) -> dict[str, Any]:
+    from .evaluation import evaluate
+
+    gen = torch.Generator(device=model.device).manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        result = evaluate(model, data, batch_size=config.eval_batch_size, generator=gen, progress=config.progress)
+    return dict(result, kind="eval", step=step, data=data.name)
+
+
+def _save_samples(model, config: TrainConfig, out_dir: Path, step: int) -> dict[str, Any]:
+    from .images import save_grid
+
+    n = config.num_samples
+    labels = torch.arange(n) % model.num_classes if model.num_classes else None
+    gen = torch.Generator(device=model.device).manual_seed(config.seed)
+    # fork_rng: sampling must not move the global RNG, or dropout after it would differ from a resumed run.
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        images = model.sample(n, labels, generator=gen).cpu()
+    path = save_grid(images, out_dir / f"samples_step{step}.png", bits=model.bits, scale=2)
+    return {"kind": "sample", "step": step, "path": path.name}
+
+
+def _chmod_default(path: Path, directory: bool = False) -> None:
+    # mkstemp/mkdtemp create private (0600/0700) entries; give the usual permissions under the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
+def export_model(model, folder: str | os.PathLike, *, ema: nn.Module | None = None,
+                 card: dict[str, Any] | None = None) -> Path:
+    """Write a loadable model folder (``config.json``, ``model.safetensors``, ``README.md``), replaced atomically.
+
+    Args:
+        model: the trained model.
+        folder: where to write; an existing folder is replaced as a whole.
+        ema: its EMA copy, whose weights become ``model.safetensors`` (the raw weights are not written).
+        card: facts for the model card (``pixelzoo.model_card.CardInfo`` fields).
+
+    The folder loads with ``pixelzoo.from_pretrained(folder)``.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    old = folder.parent / f".{folder.name}.old"
+    try:
+        try:
+            from .hub import save_pretrained
+        except ImportError:  # an older tree without the Hub module: config + EMA weights only
+            from safetensors.torch import save_file
+
+            (tmp / "config.json").write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
+            state = (ema if ema is not None else model).state_dict()
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+        else:
+            save_pretrained(model, tmp, ema=ema, card=card)
+        _chmod_default(tmp, directory=True)
+        for file in tmp.iterdir():
+            _chmod_default(file)
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _card(config: TrainConfig, train_data, eval_record: dict[str, Any] | None, step: int, seconds: float,
+          info: dist_utils.DistInfo) -> dict[str, Any]:
+    if info.device.type == "cuda":
+        hardware = f"{info.world_size}x {torch.cuda.get_device_name(info.device)}"
+    else:
+        hardware = f"{info.world_size}x CPU ({torch.get_num_threads()} threads)"
+    card = {"dataset": eval_record["data"] if eval_record else train_data.name, "steps": step, "wall_time": round(seconds), "hardware": hardware,
+            "ema_decay": config.ema_decay}
+    if eval_record is not None:
+        card.update(split=config.eval_split, num_images=eval_record["num_images"], exact=eval_record["exact"],
+                    bits_per_dim=eval_record["bits_per_dim"], nats_per_image=eval_record["nats_per_image"])
+    return card
+
+
+def train(config: TrainConfig, *, data=None, eval_data=None,
+          callback: Callable[[int, nn.Module], None] | None = None) -> TrainResult:
+    """Train a model as ``config`` says; returns a :class:`TrainResult`.
+
+    Args:
+        config: the run's settings.
+        data: an in-memory ``ImageDataset`` to train on instead of loading ``config.data`` (pass the same
+            one again to resume).
+        eval_data: an ``ImageDataset`` to evaluate on instead of loading ``config.eval_data``.
+        callback: called on every rank after every step (and its checkpoint) as ``callback(step, model)``
+            with the raw model; an exception it raises stops training there (tests simulate a crash so).
+
+    Raises:
+        ValueError: a bad setting, data that does not fit the model, a resume without a checkpoint or with
+            changed settings, a fresh run into a directory that already holds a checkpoint.
+        TrainingDiverged: the loss became NaN or infinite (the last checkpoint is kept).
+    """
+    from timm.utils import ModelEmaV3
+
+    from .data import load_dataset
+
+    info = dist_utils.setup(config.device)
+    try:
+        out_dir = Path(config.out_dir)
+        ckpt_path = out_dir / ckpt.CHECKPOINT_NAME
+        saved = None
+        if config.resume:
+            if not ckpt_path.is_file():
+                raise ValueError(f"cannot resume: {str(out_dir)!r} holds no {ckpt.CHECKPOINT_NAME}; run without "
+                                 f"--resume to start a new run there")
+            saved = ckpt.load_checkpoint(ckpt_path)
+            _check_resume_config(saved["config"], config)
+            if saved["world_size"] != info.world_size:
+                raise ValueError(f"cannot resume exactly: the run used {saved['world_size']} process(es), this one "
+                                 f"has {info.world_size}; restart it with the same --nproc_per_node")
+        elif ckpt_path.exists():
+            raise ValueError(f"{str(out_dir)!r} already holds a checkpoint: pass --resume to continue that run, or "
+                             f"choose another --out")
+
+        # Same model init on every rank; rank 0's data-dependent init is broadcast below anyway.
+        torch.manual_seed(config.seed)
+        model = (build_model(config) if saved is None else
+                 ckpt.model_from_config(saved["model_config"]).to(_DTYPES[config.dtype]).train()).to(info.device)
+        train_data = data if data is not None else load_dataset(config.data, config.split)
+        _check_fits(model, train_data, "training data")
+        batches0 = epoch_batches(train_data, config.batch_size, config.seed, 0, info.rank, info.world_size)
+        steps_per_epoch = len(batches0)
+        if steps_per_epoch == 0:
+            raise ValueError(f"training data {train_data.name!r} has {len(train_data)} images, fewer than one global "
+                             f"batch ({config.batch_size} x {info.world_size} processes): lower --batch-size")
+        total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+        if config.eval_every < 0:
+            eval_data = None
+        else:
+            if eval_data is None:
+                eval_data = load_dataset(config.eval_data or config.data, config.eval_split)
+            if config.eval_limit is not None:
+                eval_data = eval_data.subset(config.eval_limit)
+            _check_fits(model, eval_data, "evaluation data")
+
+        use_bf16 = config.bf16 if config.bf16 is not None else info.device.type == "cuda"
+        if use_bf16 and config.dtype != "float32":
+            raise ValueError("bf16 autocast needs dtype='float32'")
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
+
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+        elif config.init_from is None and config.init_batch_size > 0 and info.is_main:
+            # Data-dependent init (REFERENCE §2.1): once, on the first images of the epoch-0 order.
+            order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(config.seed))
+            idx = order[:config.init_batch_size]
+            y = train_data.labels[idx].to(info.device) if model.num_classes else None
+            model.data_dependent_init(train_data.images[idx].to(info.device), y)
+        if saved is None:
+            dist_utils.broadcast_module(model, info)
+        ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup)
+        step = 0
+        elapsed_before = 0.0
+        if saved is not None:
+            ema.module.load_state_dict(saved["ema"])
+            optimizer.load_state_dict(saved["optimizer"])
+            step = int(saved["step"])
+            elapsed_before = float(saved.get("elapsed_seconds", 0.0))
+            ckpt.set_rng_state(saved["rng"][info.rank], info.device)
+        else:
+            torch.manual_seed(config.seed + 1 + info.rank)  # each rank its own dropout stream
+        del saved
+
+        loss_module: nn.Module = _BitsPerDim(model)
+        if info.distributed:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
+        net = torch.compile(loss_module) if config.compile else loss_module
+        if info.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        log = _MetricsLog(out_dir / "metrics.jsonl", info.is_main)
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            from .images import atomic_write_bytes
+
+            atomic_write_bytes(out_dir / "train_config.json", json.dumps(config.to_dict(), indent=2).encode())
+            _chmod_default(out_dir / "train_config.json")
+            if config.resume:
+                log.truncate_after(step)
+        dist_utils.barrier(info)
+
+        def write_checkpoint() -> None:
+            rngs = [ckpt.rng_state(info.device)]
+            if info.distributed:
+                gathered = {k: dist_utils.all_gather_tensor(v, info) for k, v in rngs[0].items()}
+                rngs = [{k: gathered[k][r] for k in gathered} for r in range(info.world_size)]
+            if info.is_main:
+                epoch, pos = divmod(step, steps_per_epoch)
+                ckpt.save_checkpoint({
+                    "format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION,
+                    "config": config.to_dict(), "model_config": model.config,
+                    "model": model.state_dict(), "ema": ema.module.state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": step, "epoch": epoch, "batch_in_epoch": pos, "world_size": info.world_size,
+                    "rng": rngs, "elapsed_seconds": elapsed_before + (time.monotonic() - t_start),
+                }, ckpt_path)
+            dist_utils.barrier(info)
+
+        def run_eval() -> dict[str, Any] | None:
+            record = _evaluate(ema.module, eval_data, config, step) if info.is_main else None
+            if record is not None:
+                log.log(record)
+            dist_utils.barrier(info)
+            return record
+
+        def run_samples() -> None:
+            if info.is_main and config.num_samples > 0:
+                log.log(_save_samples(ema.module, config, out_dir, step))
+            dist_utils.barrier(info)
+
+        autocast = torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        t_start = time.monotonic()
+        t_log, images_since, loss_sum, loss_count = t_start, 0, None, 0
+        last_loss, last_eval, stopped, last_ckpt_step = None, None, "completed", (step if config.resume else -1)
+        bar = tqdm(total=total_steps, initial=step, unit="step", desc="train", dynamic_ncols=True,
+                   disable=not (config.progress and info.is_main))
+
+        def flush_loss() -> float | None:
+            nonlocal loss_sum, loss_count, t_log, images_since
+            if loss_count == 0:
+                return None
+            mean = float(dist_utils.all_reduce_mean(loss_sum / loss_count, info))
+            if not math.isfinite(mean):
+                raise TrainingDiverged(f"the training loss became {mean} before step {step}; the checkpoint in "
+                                       f"{str(out_dir)!r} holds the last good state: lower --lr or set --grad-clip")
+            now = time.monotonic()
+            log.log({"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss_bpd": mean,
+                     "lr": optimizer.param_groups[0]["lr"],
+                     "images_per_s": images_since * info.world_size / max(now - t_log, 1e-9),
+                     "elapsed_s": elapsed_before + now - t_start})
+            bar.set_postfix(bpd=f"{mean:.4f}")
+            loss_sum, loss_count, t_log, images_since = None, 0, now, 0
+            return mean
+
+        model.train()
+        while step < total_steps and stopped == "completed":
+            epoch, pos = divmod(step, steps_per_epoch)
+            batches = epoch_batches(train_data, config.batch_size, config.seed, epoch, info.rank, info.world_size)
+            batches = batches[pos:pos + (total_steps - step)]
+            for x, y in _iterate(train_data, batches, config.num_workers, info.device.type == "cuda"):
+                x = x.to(info.device, non_blocking=True)
+                y = y.to(info.device, non_blocking=True) if (y is not None and model.num_classes) else None
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * config.lr_decay ** step
+                optimizer.zero_grad(set_to_none=True)
+                with autocast:
+                    loss = net(x, y)
+                loss.backward()
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                step += 1
+                ema.update(model, step=step)
+                loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+                loss_count += 1
+                images_since += x.shape[0]
+                bar.update(1)
+
+                if config.max_minutes is not None and step < total_steps:
+                    over = time.monotonic() - t_start > config.max_minutes * 60
+                    if dist_utils.any_true(over, info):
+                        stopped = "time_limit"
+                # The last step's evaluation and samples happen after the loop, once.
+                finishing = step == total_steps or stopped != "completed"
+                if step % config.log_every == 0 or step % config.checkpoint_every == 0 or finishing:
+                    last_loss = flush_loss()
+                if step % config.checkpoint_every == 0:
+                    write_checkpoint()
+                    last_ckpt_step = step
+                if config.eval_every > 0 and step % config.eval_every == 0 and not finishing:
+                    last_eval = run_eval()
+                if config.sample_every > 0 and step % config.sample_every == 0 and not finishing:
+                    run_samples()
+                if callback is not None:
+                    callback(step, model)
+                if stopped != "completed":
+                    break
+        bar.close()
+
+        if last_ckpt_step != step:
+            write_checkpoint()
+        if config.eval_every >= 0:
+            last_eval = run_eval()
+        if config.sample_every >= 0:
+            run_samples()
+        model_dir = None
+        if config.export:
+            if info.is_main:
+                seconds = elapsed_before + time.monotonic() - t_start
+                model_dir = export_model(model, out_dir / "model", ema=ema.module,
+                                         card=_card(config, train_data, last_eval, step, seconds, info))
+            dist_utils.barrier(info)
+        log.log({"kind": "end", "step": step, "stopped": stopped, "loss_bpd": last_loss,
+                 "eval_bits_per_dim": None if last_eval is None else last_eval["bits_per_dim"],
+                 "elapsed_s": elapsed_before + time.monotonic() - t_start})
+        return TrainResult(step=step, loss=last_loss, eval=last_eval, stopped=stopped, out_dir=out_dir,
+                           checkpoint=ckpt_path, model_dir=model_dir, model=model, ema_model=ema.module,
+                           history=log.records)
+    finally:
+        dist_utils.teardown(info)
