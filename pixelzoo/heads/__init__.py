@@ -1,5 +1,7 @@
 """Likelihood heads. Importing this package registers every built-in head."""
 from .base import Head
 from .dlogistic import DiscretizedLogisticMixture
+from .softmax import CoupledSoftmax
+from .clogistic import ContinuousLogisticMixture
 
-__all__ = ["Head", "DiscretizedLogisticMixture"]
+__all__ = ["Head", "DiscretizedLogisticMixture", "CoupledSoftmax", "ContinuousLogisticMixture"]
