@@ -9,12 +9,12 @@ Two independent computations of the same set, so that one can check the other:
   each backbone either defines ``declared_receptive_field(height, width)`` (analytically, or by walking
   its layer graph with the boolean dependency maps below), or has a graph walk registered here.
 
-Dependency maps (the "dep" helpers) are bool tensors ``(h, w, H, W)``: entry ``[i, j]`` is the set of
-input pixels that feature position ``(i, j)`` depends on, for a feature map of size ``h x w`` over an
-``H x W`` image. A convolution ORs the sets under its kernel footprint (with its padding, stride and
-dilation), a transposed convolution scatters them, a 1x1 layer, an elementwise nonlinearity, a sum or a
-channel concatenation keeps or ORs them. Channels are not tracked separately: every layer here mixes
-all channels.
+Dependency maps (the "deps" helpers) hold, for each position ``(i, j)`` of an ``h x w`` feature map, the
+set of pixels of the ``H x W`` image it depends on, as bitsets (``(h, w, K)`` int64, see
+:func:`identity_deps`; :func:`unpack_deps` turns them into ``(h, w, H, W)`` bool). A convolution ORs the
+sets under its kernel footprint (with its padding, stride and dilation), a transposed convolution
+scatters them, a 1x1 layer, an elementwise nonlinearity, a sum or a channel concatenation keeps or ORs
+them. Channels are not tracked separately: every layer here mixes all channels.
 
 Shape:
     receptive_field(..., position=(i, j)) -> (H, W) bool;  position=None -> (H, W, H, W) bool
@@ -36,6 +36,7 @@ __all__ = [
     "causal_past",
     "register_declared_field",
     "identity_deps",
+    "unpack_deps",
     "shift_deps",
     "conv_deps",
     "conv_transpose_deps",
@@ -47,9 +48,26 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------- dependency maps
 def identity_deps(height: int, width: int) -> torch.Tensor:
-    """The input image: pixel (i, j) depends on itself only. Shape: -> (H, W, H, W) bool."""
-    eye = torch.eye(height * width, dtype=torch.bool)
-    return eye.reshape(height, width, height, width)
+    """The input image: pixel (i, j) depends on itself only, as a packed dependency map.
+
+    Dependency sets are packed 64 pixels to an int64 word (pixel ``p·W + q`` is bit ``(p·W + q) % 64`` of
+    word ``(p·W + q) // 64``), so a map of a 32x32 image is 16 words per position: small enough that
+    every OR stays a cheap single-threaded op.
+
+    Shape:
+        -> (H, W, K) int64, K = ceil(H·W / 64)
+    """
+    n = height * width
+    flat = torch.arange(n)
+    words = torch.zeros(n, (n + 63) // 64, dtype=torch.int64)
+    words[flat, flat // 64] = torch.ones(n, dtype=torch.int64) << (flat % 64)
+    return words.reshape(height, width, -1)
+
+
+def unpack_deps(deps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Packed dependency map -> bool sets. Shape: (h, w, K) int64 -> (h, w, H, W) bool."""
+    bits = (deps[..., None] >> torch.arange(64)) & 1  # arithmetic shift: bit 63 still reads as 1
+    return bits.flatten(-2)[..., : height * width].bool().reshape(deps.shape[:2] + (height, width))
 
 
 def _padded(deps: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
@@ -72,7 +90,7 @@ def conv_deps(deps: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     (``F.pad`` order: left, right, top, bottom; absent for plain convolutions).
 
     Shape:
-        (h, w, H, W) -> (h_out, w_out, H, W)
+        (h, w, K) -> (h_out, w_out, K)
     """
     kh, kw = conv.kernel_size
     sh, sw = conv.stride
@@ -97,7 +115,7 @@ def conv_transpose_deps(deps: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.T
     down-shifted kind and 0 for the down-right-shifted one.
 
     Shape:
-        (h, w, H, W) -> (s·h, s·w, H, W)
+        (h, w, K) -> (s·h, s·w, K)
     """
     kh, kw = conv.kernel_size
     s = conv.stride[0]
@@ -218,12 +236,14 @@ def two_stream_unet_deps(u: torch.Tensor, ul: torch.Tensor, up_layers: nn.Module
 
 
 def _pixelcnnpp_field(net: nn.Module, height: int, width: int) -> torch.Tensor:
+    """The PixelCNN++ U-net's declared field: its layer graph walked with dependency maps."""
     u, ul = stem_deps(identity_deps(height, width), net.u_init, net.ul_init_down, net.ul_init_right)
     down = [lambda u, ul, k=k: (conv_deps(u, net.downsize_u[k]), conv_deps(ul, net.downsize_ul[k]))
             for k in range(len(net.downsize_u))]
     up = [lambda u, ul, k=k: (conv_transpose_deps(u, net.upsize_u[k]), conv_transpose_deps(ul, net.upsize_ul[k]))
           for k in range(len(net.upsize_u))]
-    return two_stream_unet_deps(u, ul, net.up_layers, down, net.down_layers, up, net.shortcuts)
+    return unpack_deps(two_stream_unet_deps(u, ul, net.up_layers, down, net.down_layers, up, net.shortcuts),
+                       height, width)
 
 
 # ------------------------------------------------------------------------------- measured fields

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import DownRightShiftedConv2d, DownShiftedConv2d, GatedResnet, down_shift, right_shift
-from ..receptive_field import conv_deps, identity_deps, stem_deps, two_stream_unet_deps
+from ..receptive_field import conv_deps, identity_deps, stem_deps, two_stream_unet_deps, unpack_deps
 from ..registry import Preset, register_backbone, register_model
 from .base import Backbone, add_ones_channel
 
@@ -138,8 +138,9 @@ class PixelCNNPPDilated(Backbone):
         """
         self.check_image_size(height, width)
         u, ul = stem_deps(identity_deps(height, width), self.u_init, self.ul_init_down, self.ul_init_right)
-        return two_stream_unet_deps(u, ul, self.up_layers, [_link_deps(p) for p in self.up_links],
-                                    self.down_layers, [_link_deps(p) for p in self.down_links], self.shortcuts)
+        ul = two_stream_unet_deps(u, ul, self.up_layers, [_link_deps(p) for p in self.up_links],
+                                  self.down_layers, [_link_deps(p) for p in self.down_links], self.shortcuts)
+        return unpack_deps(ul, height, width)
 
 
 def _link_deps(pair: nn.ModuleList):
