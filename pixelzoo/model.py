@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -200,6 +202,61 @@ class PixelZooModel(
         from .sampling import sample
 
         return sample(self, n, labels, method=method, generator=generator)
+
+    # ------------------------------------------------- hub hooks (begin; the logic lives in pixelzoo/hub.py)
+    # They replace PyTorchModelHubMixin's defaults, which load non-strictly, fall back to pickled .bin files,
+    # and cannot publish EMA weights or write pixelzoo's model card.
+    def save_pretrained(self, save_directory: str | os.PathLike, *, ema: nn.Module | Mapping | None = None,
+                        include_raw: bool = False, card: Any = None, repo_id: str | None = None,
+                        overwrite_card: bool = False) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (the ``ema`` weights when given) and a README model
+        card to a folder; see :func:`pixelzoo.hub.save_pretrained`."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, save_directory, ema=ema, include_raw=include_raw, card=card,
+                               repo_id=repo_id, overwrite_card=overwrite_card)
+
+    def push_to_hub(self, repo_id: str, *, ema: nn.Module | Mapping | None = None, include_raw: bool = False,
+                    card: Any = None, revision: str | None = None, private: bool | None = None,
+                    token: str | None = None, commit_message: str | None = None):
+        """Publish to the Hub in one commit (an existing README is kept); see :func:`pixelzoo.hub.push_to_hub`."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, ema=ema, include_raw=include_raw, card=card, revision=revision,
+                           private=private, token=token, commit_message=commit_message)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False, force_download: bool = False,
+                        map_location: str | torch.device = "cpu") -> "PixelZooModel":
+        """Load strictly from a folder, a Hub repo or a preset; see :func:`pixelzoo.hub.from_pretrained`."""
+        from .hub import from_pretrained
+
+        return from_pretrained(pretrained_model_name_or_path, revision, cache_dir=cache_dir, token=token,
+                               local_files_only=local_files_only, force_download=force_download,
+                               map_location=map_location)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from .hub import write_model_files
+
+        write_model_files(self, save_directory)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any, force_download: bool,
+                         local_files_only: bool, token: Any, map_location: str = "cpu", strict: bool = True,
+                         **model_kwargs: Any) -> "PixelZooModel":
+        if not strict:
+            raise ValueError("pixelzoo loads weights strictly only (strict=False is not supported)")
+        return cls.from_pretrained(model_id, revision=revision, cache_dir=cache_dir, token=token,
+                                   local_files_only=local_files_only, force_download=force_download,
+                                   map_location=map_location)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any):
+        from .model_card import build_model_card
+
+        return build_model_card(self, kwargs.get("card"), repo_id=kwargs.get("repo_id"))
+    # --------------------------------------------------------------------------------------- hub hooks (end)
 
     def extra_repr(self) -> str:
         return (f"backbone={self.backbone_name!r}, head={self.head_name!r}, image_shape={self.image_shape}, "
