@@ -19,16 +19,23 @@ def pick_device(name: str | None) -> torch.device:
 
 
 def load_model(spec: str, device: torch.device | None = None):
-    """A preset (fresh weights), a local folder or a Hub repo id, in eval mode."""
+    """A local folder, a Hub repo id, or a preset (its published weights if it has any, else fresh ones), in
+    eval mode."""
     from .. import registry
+    from ..hub import DownloadError, ModelNotFoundError, from_pretrained
 
     if spec in registry.list_models() and not Path(spec).exists():
-        model = registry.create_model(spec)
-        print(f"note: {spec!r} is a preset: using freshly initialised (untrained) weights", file=sys.stderr)
+        model = None
+        if registry.get_preset(spec).hub_id:
+            try:
+                model = from_pretrained(spec)
+            except (ModelNotFoundError, DownloadError) as e:
+                print(f"note: no published weights for {spec!r} could be loaded ({e})", file=sys.stderr)
+        if model is None:
+            model = registry.create_model(spec)
+            print(f"note: {spec!r} is a preset: using freshly initialised (untrained) weights", file=sys.stderr)
     else:
-        from ..model import PixelZooModel
-
-        model = PixelZooModel.from_pretrained(spec)
+        model = from_pretrained(spec)
     model.eval()
     return model.to(device) if device is not None else model
 
