@@ -41,7 +41,7 @@ from . import distributed as dist_utils
 from .heads.base import levels_to_unit
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "build_model", "export_model",
-           "epoch_batches"]
+           "BatchBitsPerDim", "epoch_batches"]
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ def _iterate(data, batches: list[list[int]], num_workers: int, pin: bool) -> Ite
 
 
 # ------------------------------------------------------------------------------------------- the loss
-class _BitsPerDim(nn.Module):
+class BatchBitsPerDim(nn.Module):
     """The training loss, mean bits/dim of a batch, as a module (so DDP and torch.compile can wrap it).
 
     Images are validated once for the whole dataset before training, so this is the unchecked hot path.
@@ -516,7 +516,7 @@ def train(config: TrainConfig, *, data=None, eval_data=None,
             torch.manual_seed(config.seed + 1 + info.rank)  # each rank its own dropout stream
         del saved
 
-        loss_module: nn.Module = _BitsPerDim(model)
+        loss_module: nn.Module = BatchBitsPerDim(model)
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
             loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
