@@ -135,8 +135,8 @@ def _args(args: Mapping[str, Any]) -> str:
 
 
 def _default_description(model) -> str:
-    kind = f"class-conditional ({model.num_classes} classes)" if model.num_classes else "unconditional"
-    return (f"An {kind} autoregressive image model, p(x) = Π p(x_i | x_<i) over pixels in raster order, made of "
+    kind = f"A class-conditional ({model.num_classes} classes)" if model.num_classes else "An unconditional"
+    return (f"{kind} autoregressive image model, p(x) = Π p(x_i | x_<i) over pixels in raster order, made of "
             f"registered [pixelzoo]({REPO_URL}) parts: the `{model.backbone_name}` backbone and the "
             f"`{model.head_name}` likelihood head.")
 

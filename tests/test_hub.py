@@ -328,6 +328,8 @@ def test_model_card_metadata_and_text(tmp_path):
     assert "bits/dim = **1.2346** on the `test` split of mnist (1,000 images" in text
     assert 'pixelzoo.from_pretrained("pixelzoo/tiny")' in text
     assert "5,000" in text and "2.00 h" in text and "1x H200" in text and card["command"] in text
+    conditional = ModelCard.load(tiny(num_classes=10).save_pretrained(tmp_path / "c") / "README.md").text
+    assert "A class-conditional (10 classes)" in conditional and "labels = torch.arange(16) % 10" in conditional
 
 
 def test_model_card_of_a_bound_says_so(tmp_path):
@@ -521,3 +523,13 @@ def test_zoo_prefers_the_hub_when_it_answers(zoo_preset, hub_env, caplog, images
     assert same_model(published, model, images)
     with pytest.raises(CheckpointError, match=r"differs from the published .* backbone_args\.nr_filters: model 8"):
         pixelzoo.create_model("tiny_zoo_test", pretrained=True, nr_filters=8)
+
+
+def test_zoo_uses_the_local_copy_when_the_hub_lacks_the_repo(zoo_preset, hub_env, caplog, images):
+    with caplog.at_level(logging.WARNING, logger="pixelzoo.hub"):
+        loaded = pixelzoo.from_pretrained(ZOO)
+    assert same_model(zoo_preset, loaded, images)
+    assert "no model repo 'pixelzoo-test/tiny-zoo'" in caplog.text and "using the local copy" in caplog.text
+    from pixelzoo.cli.common import load_model
+
+    assert same_model(zoo_preset, load_model("tiny_zoo_test"), images)  # the CLI's presets load weights too
