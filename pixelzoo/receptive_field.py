@@ -276,7 +276,9 @@ def receptive_field(model_or_backbone: nn.Module, image_shape: Sequence[int] | N
     Runs a float64 copy of the network in eval mode (dropout off; the caller's module is not touched) on
     a random image and takes, per output position, the gradient of a random combination of all output
     channels at that position with respect to the input. Positions are measured ``batch_size`` at a
-    time, one image copy per position in the batch, with a single backward pass per batch.
+    time, one image copy per position in the batch, with a single backward pass per batch. Memory grows
+    with ``batch_size`` times the network's activations; the field depends only on the layer graph, so
+    a narrow copy (e.g. ``create_model(name, nr_filters=8)``) gives the same answer far faster.
 
     Args:
         model_or_backbone: a ``PixelZooModel`` (its head parameters are measured) or a backbone.
