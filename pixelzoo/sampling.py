@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .cached import build_cached, cached_class, no_cache_error
+from .cached.layers import CachedConv
 from .heads.base import levels_to_unit
 
 __all__ = ["sample", "complete", "sample_naive", "sample_cached", "resolve_method", "output_dtype"]
@@ -72,6 +73,7 @@ def sample_cached(model, n: int, labels=None, *, generator: torch.Generator | No
     C, H, W = model.image_shape
     x = _canvas(model, n, canvas)
     state = build_cached(model.backbone, levels_to_unit(x, model.bits, dtype), cond)
+    proj = CachedConv(model.proj)
     first_row = start // W
     state.prime(first_row)
     for idx in range(first_row * W, H * W):
@@ -81,7 +83,8 @@ def sample_cached(model, n: int, labels=None, *, generator: torch.Generator | No
         features = state.features_at(i, j)
         if idx < start:  # a given pixel: its features only fill the caches
             continue
-        x[:, :, i, j] = model.head.sample(model.proj(features), generator=generator)[:, :, 0, 0]
+        params = proj(features[:, None, None]).permute(0, 3, 1, 2)  # (B, P, 1, 1), as the naive sampler's
+        x[:, :, i, j] = model.head.sample(params, generator=generator)[:, :, 0, 0]
         state.set_pixel(i, j, levels_to_unit(x[:, :, i, j], model.bits, dtype))
     return x
 

@@ -4,6 +4,7 @@ Importing this package registers the cached implementation of every backbone tha
 :func:`cached_class` says whether a backbone has one, :func:`build_cached` builds it.
 """
 from .base import CachedBackbone, build_cached, cached_class, no_cache_error, register_cached
-from . import pixelcnnpp as _pixelcnnpp  # noqa: F401  (registers CachedPixelCNNPP)
+from . import pixelcnnpp as _pixelcnnpp  # noqa: F401  (registers the U-net and the dilated net)
+from . import small as _small  # noqa: F401  (registers the small Plain / NIN / AR-channel nets)
 
 __all__ = ["CachedBackbone", "build_cached", "cached_class", "no_cache_error", "register_cached"]

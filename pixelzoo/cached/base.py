@@ -28,7 +28,7 @@ class CachedBackbone:
         cond: (B, num_classes) one-hot conditioning or None.
 
     Shape:
-        features_at(i, j) -> (B, out_features, 1, 1); set_pixel(i, j, values (B, C))
+        features_at(i, j) -> (B, out_features); set_pixel(i, j, values (B, C))
     """
 
     def __init__(self, backbone: nn.Module, canvas: torch.Tensor, cond: torch.Tensor | None) -> None:
