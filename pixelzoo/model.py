@@ -192,8 +192,10 @@ class PixelZooModel(
         Args:
             n: number of images.
             labels: class labels (an int for all, or (n,)) for class-conditional models.
-            method: ``"naive"`` runs the whole network once per pixel; ``"auto"`` picks the fastest
-                method the backbone supports.
+            method: ``"naive"`` runs the whole network once per pixel; ``"cached"`` computes only what
+                each new pixel changes (``ValueError`` if the backbone has no cache); ``"auto"`` uses the
+                cache where the backbone has one, else naive. Both give the same images for the same
+                generator (exactly in float64; in float32 up to rare rounding at a bin edge).
             generator: a ``torch.Generator`` for reproducible draws.
 
         Shape:
@@ -202,6 +204,18 @@ class PixelZooModel(
         from .sampling import sample
 
         return sample(self, n, labels, method=method, generator=generator)
+
+    @torch.no_grad()
+    def complete(self, x: torch.Tensor, rows: int, labels: torch.Tensor | int | None = None, *,
+                 method: str = "auto", generator: torch.Generator | None = None) -> torch.Tensor:
+        """Keep the first ``rows`` rows of each image and sample the rest (see :func:`pixelzoo.sampling.complete`).
+
+        Shape:
+            x: (B, C, H, W) integer levels; labels: (B,) or None -> (B, C, H, W), uint8 for bits <= 8, else int32
+        """
+        from .sampling import complete
+
+        return complete(self, x, rows, labels, method=method, generator=generator)
 
     # ------------------------------------------------- hub hooks (begin; the logic lives in pixelzoo/hub.py)
     # They replace PyTorchModelHubMixin's defaults, which load non-strictly, fall back to pickled .bin files,
