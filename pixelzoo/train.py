@@ -428,6 +428,253 @@ def _card(config: TrainConfig, train_data, eval_record: dict[str, Any] | None, s
     return card
 
 
+class _Run:
+    """One (re)start of a training run on this process: its state, and the steps :func:`train` takes."""
+
+    def __init__(self, config: TrainConfig, info: dist_utils.DistInfo, data, eval_data) -> None:
+        from timm.utils import ModelEmaV3
+
+        self.config, self.info = config, info
+        self.out_dir = Path(config.out_dir)
+        self.ckpt_path = self.out_dir / ckpt.CHECKPOINT_NAME
+        saved = self._open_checkpoint()
+        # Same model init on every rank; rank 0's data-dependent init is broadcast below anyway.
+        torch.manual_seed(config.seed)
+        model = build_model(config) if saved is None else \
+            ckpt.model_from_config(saved["model_config"]).to(_DTYPES[config.dtype]).train()
+        self.model = model.to(info.device)
+        self._prepare_data(data, eval_data)
+        self.use_bf16 = config.bf16 if config.bf16 is not None else info.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
+        if saved is not None:
+            self.model.load_state_dict(saved["model"])
+        else:
+            self._data_dependent_init()
+        self.ema = ModelEmaV3(self.model, decay=config.ema_decay, use_warmup=config.ema_warmup)
+        self.step, self.elapsed_before = 0, 0.0
+        if saved is not None:
+            self.ema.module.load_state_dict(saved["ema"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.step = int(saved["step"])
+            self.elapsed_before = float(saved.get("elapsed_seconds", 0.0))
+            ckpt.set_rng_state(saved["rng"][info.rank], info.device)
+        else:
+            torch.manual_seed(config.seed + 1 + info.rank)  # each rank its own dropout stream
+
+        loss_module: nn.Module = BatchBitsPerDim(self.model)
+        if info.distributed:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
+        self.net = torch.compile(loss_module) if config.compile else loss_module
+        if info.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self._open_run_dir()
+
+        self.t_start = time.monotonic()
+        self.last_ckpt_step = self.step if saved is not None else -1
+        self.last_loss: float | None = None
+        self.last_eval: dict[str, Any] | None = None
+        self.stopped = "completed"
+        # Throughput counts the time of the training steps only (not evaluation, sampling or checkpoints).
+        self.train_seconds, self.images_since, self.loss_sum, self.loss_count = 0.0, 0, None, 0
+
+    # ------------------------------------------------------------------------------------- setup
+    def _open_checkpoint(self) -> dict[str, Any] | None:
+        config, info = self.config, self.info
+        if not config.resume:
+            if self.ckpt_path.exists():
+                raise ValueError(f"{str(self.out_dir)!r} already holds a checkpoint: pass --resume to continue that "
+                                 f"run, or choose another --out")
+            return None
+        if not self.ckpt_path.is_file():
+            raise ValueError(f"cannot resume: {str(self.out_dir)!r} holds no {ckpt.CHECKPOINT_NAME}; run without "
+                             f"--resume to start a new run there")
+        saved = ckpt.load_checkpoint(self.ckpt_path)
+        _check_resume_config(saved["config"], config)
+        if saved["world_size"] != info.world_size:
+            raise ValueError(f"cannot resume exactly: the run used {saved['world_size']} process(es), this one has "
+                             f"{info.world_size}; restart it with the same --nproc_per_node")
+        return saved
+
+    def _prepare_data(self, data, eval_data) -> None:
+        from .data import load_dataset
+
+        config, info = self.config, self.info
+        self.train_data = data if data is not None else load_dataset(config.data, config.split)
+        _check_fits(self.model, self.train_data, "training data")
+        self.steps_per_epoch = len(epoch_batches(self.train_data, config.batch_size, config.seed, 0, info.rank,
+                                                 info.world_size))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"training data {self.train_data.name!r} has {len(self.train_data)} images, fewer than "
+                             f"one global batch ({config.batch_size} x {info.world_size} processes): lower --batch-size")
+        self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
+        self.eval_data = None
+        if config.eval_every >= 0:
+            self.eval_data = eval_data if eval_data is not None else \
+                load_dataset(config.eval_data or config.data, config.eval_split)
+            if config.eval_limit is not None:
+                self.eval_data = self.eval_data.subset(config.eval_limit)
+            _check_fits(self.model, self.eval_data, "evaluation data")
+
+    def _data_dependent_init(self) -> None:
+        """REFERENCE §2.1: once, on rank 0, on the first images of the epoch-0 order; then broadcast."""
+        config, info, data = self.config, self.info, self.train_data
+        if config.init_from is None and config.init_batch_size > 0 and info.is_main:
+            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed))
+            idx = order[:config.init_batch_size]
+            labels = data.labels[idx].to(info.device) if self.model.num_classes else None
+            self.model.data_dependent_init(data.images[idx].to(info.device), labels)
+        dist_utils.broadcast_module(self.model, self.info)
+
+    def _open_run_dir(self) -> None:
+        from .images import atomic_write_bytes
+
+        self.log = _MetricsLog(self.out_dir / "metrics.jsonl", self.info.is_main)
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.out_dir / "train_config.json",
+                               json.dumps(self.config.to_dict(), indent=2).encode())
+            _chmod_default(self.out_dir / "train_config.json")
+            if self.config.resume:
+                self.log.truncate_after(self.step)
+        dist_utils.barrier(self.info)
+
+    # -------------------------------------------------------------------------------------- steps
+    def train_step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * config.lr_decay ** self.step
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            loss = self.net(x, y)
+        loss.backward()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.ema.update(self.model, step=self.step)
+        # Summed on the device; read back only when logged (a sync per step would stall a GPU).
+        self.loss_sum = loss.detach() if self.loss_sum is None else self.loss_sum + loss.detach()
+        self.loss_count += 1
+        self.images_since += x.shape[0]
+
+    def flush_loss(self) -> float | None:
+        """Log the mean loss since the last flush (averaged over ranks); raise if it is not finite."""
+        if self.loss_count == 0:
+            return self.last_loss
+        mean = float(dist_utils.all_reduce_mean(self.loss_sum / self.loss_count, self.info))
+        if not math.isfinite(mean):
+            raise TrainingDiverged(f"the training loss became {mean} before step {self.step}; the checkpoint in "
+                                   f"{str(self.out_dir)!r} holds the last good state: lower --lr or set --grad-clip")
+        self.log.log({"kind": "train", "step": self.step, "epoch": self.step / self.steps_per_epoch,
+                      "loss_bpd": mean, "lr": self.optimizer.param_groups[0]["lr"],
+                      "images_per_s": self.images_since * self.info.world_size / max(self.train_seconds, 1e-9),
+                      "elapsed_s": self.elapsed()})
+        self.loss_sum, self.loss_count, self.train_seconds, self.images_since = None, 0, 0.0, 0
+        self.last_loss = mean
+        return mean
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.t_start
+
+    def write_checkpoint(self) -> None:
+        info = self.info
+        rngs = [ckpt.rng_state(info.device)]
+        if info.distributed:
+            gathered = {k: dist_utils.all_gather_tensor(v, info) for k, v in rngs[0].items()}
+            rngs = [{k: gathered[k][r] for k in gathered} for r in range(info.world_size)]
+        if info.is_main:
+            epoch, pos = divmod(self.step, self.steps_per_epoch)
+            ckpt.save_checkpoint({
+                "format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION,
+                "config": self.config.to_dict(), "model_config": self.model.config,
+                "model": self.model.state_dict(), "ema": self.ema.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step, "epoch": epoch, "batch_in_epoch": pos, "world_size": info.world_size,
+                "rng": rngs, "elapsed_seconds": self.elapsed(),
+            }, self.ckpt_path)
+        self.last_ckpt_step = self.step
+        dist_utils.barrier(info)
+
+    def evaluate(self) -> None:
+        if self.info.is_main:
+            self.last_eval = _evaluate(self.ema.module, self.eval_data, self.config, self.step)
+            self.log.log(self.last_eval)
+        dist_utils.barrier(self.info)
+
+    def save_samples(self) -> None:
+        if self.info.is_main and self.config.num_samples > 0:
+            self.log.log(_save_samples(self.ema.module, self.config, self.out_dir, self.step))
+        dist_utils.barrier(self.info)
+
+    # ----------------------------------------------------------------------------------- the loop
+    def loop(self, callback: Callable[[int, nn.Module], None] | None) -> None:
+        config, info = self.config, self.info
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train", dynamic_ncols=True,
+                   disable=not (config.progress and info.is_main))
+        self.model.train()
+        while self.step < self.total_steps and self.stopped == "completed":
+            epoch, pos = divmod(self.step, self.steps_per_epoch)
+            batches = epoch_batches(self.train_data, config.batch_size, config.seed, epoch, info.rank,
+                                    info.world_size)
+            batches = batches[pos:pos + (self.total_steps - self.step)]
+            t_step = time.monotonic()
+            for x, y in _iterate(self.train_data, batches, config.num_workers, info.device.type == "cuda"):
+                x = x.to(info.device, non_blocking=True)
+                y = y.to(info.device, non_blocking=True) if (y is not None and self.model.num_classes) else None
+                self.train_step(x, y)
+                bar.update(1)
+                self.train_seconds += time.monotonic() - t_step
+                self._after_step(callback)
+                if self.last_loss is not None:
+                    bar.set_postfix(bpd=f"{self.last_loss:.4f}", refresh=False)
+                if self.stopped != "completed":
+                    break
+                t_step = time.monotonic()
+        bar.close()
+
+    def _after_step(self, callback: Callable[[int, nn.Module], None] | None) -> None:
+        config, step = self.config, self.step
+        if config.max_minutes is not None and step < self.total_steps:
+            over = time.monotonic() - self.t_start > config.max_minutes * 60
+            if dist_utils.any_true(over, self.info):  # every rank stops at the same step
+                self.stopped = "time_limit"
+        # The last step's evaluation and samples happen in finish(), once.
+        finishing = step == self.total_steps or self.stopped != "completed"
+        if step % config.log_every == 0 or step % config.checkpoint_every == 0 or finishing:
+            self.flush_loss()
+        if step % config.checkpoint_every == 0:
+            self.write_checkpoint()
+        if config.eval_every > 0 and step % config.eval_every == 0 and not finishing:
+            self.evaluate()
+        if config.sample_every > 0 and step % config.sample_every == 0 and not finishing:
+            self.save_samples()
+        if callback is not None:
+            callback(step, self.model)
+
+    def finish(self) -> TrainResult:
+        """Checkpoint (if the last step has none), evaluate, sample and export; the result."""
+        config, info = self.config, self.info
+        if self.last_ckpt_step != self.step:
+            self.write_checkpoint()
+        if config.eval_every >= 0:
+            self.evaluate()
+        if config.sample_every >= 0:
+            self.save_samples()
+        model_dir = None
+        if config.export:
+            if info.is_main:
+                card = _card(config, self.train_data, self.last_eval, self.step, self.elapsed(), info)
+                model_dir = export_model(self.model, self.out_dir / "model", ema=self.ema.module, card=card)
+            dist_utils.barrier(info)
+        self.log.log({"kind": "end", "step": self.step, "stopped": self.stopped, "loss_bpd": self.last_loss,
+                      "eval_bits_per_dim": None if self.last_eval is None else self.last_eval["bits_per_dim"],
+                      "elapsed_s": self.elapsed()})
+        return TrainResult(step=self.step, loss=self.last_loss, eval=self.last_eval, stopped=self.stopped,
+                           out_dir=self.out_dir, checkpoint=self.ckpt_path, model_dir=model_dir, model=self.model,
+                           ema_model=self.ema.module, history=self.log.records)
+
+
 def train(config: TrainConfig, *, data=None, eval_data=None,
           callback: Callable[[int, nn.Module], None] | None = None) -> TrainResult:
     """Train a model as ``config`` says; returns a :class:`TrainResult`.
@@ -445,211 +692,10 @@ def train(config: TrainConfig, *, data=None, eval_data=None,
             changed settings, a fresh run into a directory that already holds a checkpoint.
         TrainingDiverged: the loss became NaN or infinite (the last checkpoint is kept).
     """
-    from timm.utils import ModelEmaV3
-
-    from .data import load_dataset
-
     info = dist_utils.setup(config.device)
     try:
-        out_dir = Path(config.out_dir)
-        ckpt_path = out_dir / ckpt.CHECKPOINT_NAME
-        saved = None
-        if config.resume:
-            if not ckpt_path.is_file():
-                raise ValueError(f"cannot resume: {str(out_dir)!r} holds no {ckpt.CHECKPOINT_NAME}; run without "
-                                 f"--resume to start a new run there")
-            saved = ckpt.load_checkpoint(ckpt_path)
-            _check_resume_config(saved["config"], config)
-            if saved["world_size"] != info.world_size:
-                raise ValueError(f"cannot resume exactly: the run used {saved['world_size']} process(es), this one "
-                                 f"has {info.world_size}; restart it with the same --nproc_per_node")
-        elif ckpt_path.exists():
-            raise ValueError(f"{str(out_dir)!r} already holds a checkpoint: pass --resume to continue that run, or "
-                             f"choose another --out")
-
-        # Same model init on every rank; rank 0's data-dependent init is broadcast below anyway.
-        torch.manual_seed(config.seed)
-        model = (build_model(config) if saved is None else
-                 ckpt.model_from_config(saved["model_config"]).to(_DTYPES[config.dtype]).train()).to(info.device)
-        train_data = data if data is not None else load_dataset(config.data, config.split)
-        _check_fits(model, train_data, "training data")
-        batches0 = epoch_batches(train_data, config.batch_size, config.seed, 0, info.rank, info.world_size)
-        steps_per_epoch = len(batches0)
-        if steps_per_epoch == 0:
-            raise ValueError(f"training data {train_data.name!r} has {len(train_data)} images, fewer than one global "
-                             f"batch ({config.batch_size} x {info.world_size} processes): lower --batch-size")
-        total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
-        if config.eval_every < 0:
-            eval_data = None
-        else:
-            if eval_data is None:
-                eval_data = load_dataset(config.eval_data or config.data, config.eval_split)
-            if config.eval_limit is not None:
-                eval_data = eval_data.subset(config.eval_limit)
-            _check_fits(model, eval_data, "evaluation data")
-
-        use_bf16 = config.bf16 if config.bf16 is not None else info.device.type == "cuda"
-        if use_bf16 and config.dtype != "float32":
-            raise ValueError("bf16 autocast needs dtype='float32'")
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
-
-        if saved is not None:
-            model.load_state_dict(saved["model"])
-        elif config.init_from is None and config.init_batch_size > 0 and info.is_main:
-            # Data-dependent init (REFERENCE §2.1): once, on the first images of the epoch-0 order.
-            order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(config.seed))
-            idx = order[:config.init_batch_size]
-            y = train_data.labels[idx].to(info.device) if model.num_classes else None
-            model.data_dependent_init(train_data.images[idx].to(info.device), y)
-        if saved is None:
-            dist_utils.broadcast_module(model, info)
-        ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup)
-        step = 0
-        elapsed_before = 0.0
-        if saved is not None:
-            ema.module.load_state_dict(saved["ema"])
-            optimizer.load_state_dict(saved["optimizer"])
-            step = int(saved["step"])
-            elapsed_before = float(saved.get("elapsed_seconds", 0.0))
-            ckpt.set_rng_state(saved["rng"][info.rank], info.device)
-        else:
-            torch.manual_seed(config.seed + 1 + info.rank)  # each rank its own dropout stream
-        del saved
-
-        loss_module: nn.Module = BatchBitsPerDim(model)
-        if info.distributed:
-            ids = [info.device.index] if info.device.type == "cuda" else None
-            loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
-        net = torch.compile(loss_module) if config.compile else loss_module
-        if info.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
-        log = _MetricsLog(out_dir / "metrics.jsonl", info.is_main)
-        if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            from .images import atomic_write_bytes
-
-            atomic_write_bytes(out_dir / "train_config.json", json.dumps(config.to_dict(), indent=2).encode())
-            _chmod_default(out_dir / "train_config.json")
-            if config.resume:
-                log.truncate_after(step)
-        dist_utils.barrier(info)
-
-        def write_checkpoint() -> None:
-            rngs = [ckpt.rng_state(info.device)]
-            if info.distributed:
-                gathered = {k: dist_utils.all_gather_tensor(v, info) for k, v in rngs[0].items()}
-                rngs = [{k: gathered[k][r] for k in gathered} for r in range(info.world_size)]
-            if info.is_main:
-                epoch, pos = divmod(step, steps_per_epoch)
-                ckpt.save_checkpoint({
-                    "format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION,
-                    "config": config.to_dict(), "model_config": model.config,
-                    "model": model.state_dict(), "ema": ema.module.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step, "epoch": epoch, "batch_in_epoch": pos, "world_size": info.world_size,
-                    "rng": rngs, "elapsed_seconds": elapsed_before + (time.monotonic() - t_start),
-                }, ckpt_path)
-            dist_utils.barrier(info)
-
-        def run_eval() -> dict[str, Any] | None:
-            record = _evaluate(ema.module, eval_data, config, step) if info.is_main else None
-            if record is not None:
-                log.log(record)
-            dist_utils.barrier(info)
-            return record
-
-        def run_samples() -> None:
-            if info.is_main and config.num_samples > 0:
-                log.log(_save_samples(ema.module, config, out_dir, step))
-            dist_utils.barrier(info)
-
-        autocast = torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=use_bf16)
-        t_start = time.monotonic()
-        t_log, images_since, loss_sum, loss_count = t_start, 0, None, 0
-        last_loss, last_eval, stopped, last_ckpt_step = None, None, "completed", (step if config.resume else -1)
-        bar = tqdm(total=total_steps, initial=step, unit="step", desc="train", dynamic_ncols=True,
-                   disable=not (config.progress and info.is_main))
-
-        def flush_loss() -> float | None:
-            nonlocal loss_sum, loss_count, t_log, images_since
-            if loss_count == 0:
-                return None
-            mean = float(dist_utils.all_reduce_mean(loss_sum / loss_count, info))
-            if not math.isfinite(mean):
-                raise TrainingDiverged(f"the training loss became {mean} before step {step}; the checkpoint in "
-                                       f"{str(out_dir)!r} holds the last good state: lower --lr or set --grad-clip")
-            now = time.monotonic()
-            log.log({"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss_bpd": mean,
-                     "lr": optimizer.param_groups[0]["lr"],
-                     "images_per_s": images_since * info.world_size / max(now - t_log, 1e-9),
-                     "elapsed_s": elapsed_before + now - t_start})
-            bar.set_postfix(bpd=f"{mean:.4f}")
-            loss_sum, loss_count, t_log, images_since = None, 0, now, 0
-            return mean
-
-        model.train()
-        while step < total_steps and stopped == "completed":
-            epoch, pos = divmod(step, steps_per_epoch)
-            batches = epoch_batches(train_data, config.batch_size, config.seed, epoch, info.rank, info.world_size)
-            batches = batches[pos:pos + (total_steps - step)]
-            for x, y in _iterate(train_data, batches, config.num_workers, info.device.type == "cuda"):
-                x = x.to(info.device, non_blocking=True)
-                y = y.to(info.device, non_blocking=True) if (y is not None and model.num_classes) else None
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * config.lr_decay ** step
-                optimizer.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = net(x, y)
-                loss.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                step += 1
-                ema.update(model, step=step)
-                loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-                loss_count += 1
-                images_since += x.shape[0]
-                bar.update(1)
-
-                if config.max_minutes is not None and step < total_steps:
-                    over = time.monotonic() - t_start > config.max_minutes * 60
-                    if dist_utils.any_true(over, info):
-                        stopped = "time_limit"
-                # The last step's evaluation and samples happen after the loop, once.
-                finishing = step == total_steps or stopped != "completed"
-                if step % config.log_every == 0 or step % config.checkpoint_every == 0 or finishing:
-                    last_loss = flush_loss()
-                if step % config.checkpoint_every == 0:
-                    write_checkpoint()
-                    last_ckpt_step = step
-                if config.eval_every > 0 and step % config.eval_every == 0 and not finishing:
-                    last_eval = run_eval()
-                if config.sample_every > 0 and step % config.sample_every == 0 and not finishing:
-                    run_samples()
-                if callback is not None:
-                    callback(step, model)
-                if stopped != "completed":
-                    break
-        bar.close()
-
-        if last_ckpt_step != step:
-            write_checkpoint()
-        if config.eval_every >= 0:
-            last_eval = run_eval()
-        if config.sample_every >= 0:
-            run_samples()
-        model_dir = None
-        if config.export:
-            if info.is_main:
-                seconds = elapsed_before + time.monotonic() - t_start
-                model_dir = export_model(model, out_dir / "model", ema=ema.module,
-                                         card=_card(config, train_data, last_eval, step, seconds, info))
-            dist_utils.barrier(info)
-        log.log({"kind": "end", "step": step, "stopped": stopped, "loss_bpd": last_loss,
-                 "eval_bits_per_dim": None if last_eval is None else last_eval["bits_per_dim"],
-                 "elapsed_s": elapsed_before + time.monotonic() - t_start})
-        return TrainResult(step=step, loss=last_loss, eval=last_eval, stopped=stopped, out_dir=out_dir,
-                           checkpoint=ckpt_path, model_dir=model_dir, model=model, ema_model=ema.module,
-                           history=log.records)
+        run = _Run(config, info, data, eval_data)
+        run.loop(callback)
+        return run.finish()
     finally:
         dist_utils.teardown(info)
