@@ -65,17 +65,21 @@ def register_cached(backbone_cls: type) -> Callable[[T], T]:
     return deco
 
 
-def cached_class(backbone: nn.Module) -> type[CachedBackbone] | None:
-    """The cached implementation of this backbone's exact class, or None."""
-    return _CACHED.get(type(backbone))
+def cached_class(backbone: nn.Module | type) -> type[CachedBackbone] | None:
+    """The cached implementation of this backbone's exact class (or of this class), or None."""
+    return _CACHED.get(backbone if isinstance(backbone, type) else type(backbone))
 
 
 def no_cache_error(backbone: nn.Module) -> ValueError:
     """The error for asking a cached sampler of a backbone that has none."""
-    name = getattr(backbone, "registry_name", "") or type(backbone).__name__
-    have = sorted(getattr(b, "registry_name", "") or b.__name__ for b in _CACHED)
-    return ValueError(f"backbone {name!r} has no cached sampler (backbones with one: {have}); use "
-                      f"method='naive', or method='auto', which falls back to naive sampling for it")
+    return ValueError(f"backbone {_name(type(backbone))} has no cached sampler (backbones with one: "
+                      f"{sorted(_name(b) for b in _CACHED)}); use method='naive', or method='auto', which "
+                      f"falls back to naive sampling for it")
+
+
+def _name(cls: type) -> str:
+    # A class's own registry name, not one inherited from a registered parent.
+    return repr(cls.__dict__.get("registry_name") or cls.__name__)
 
 
 def build_cached(backbone: nn.Module, canvas: torch.Tensor, cond: torch.Tensor | None) -> CachedBackbone:
