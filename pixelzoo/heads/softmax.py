@@ -55,28 +55,40 @@ class CoupledSoftmax(Head):
         return (C + C * (C - 1) // 2) * self.levels
 
     def unpack(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split network outputs into base logits and coupling coefficient vectors.
+        """Split network outputs into base logits and coupling coefficient vectors (views, no copies).
+
+        Both blocks are K-vectors, so the whole tensor is one grouped view ``b (g k) h w`` with the
+        groups g = C logit vectors then Q coefficient vectors; one ``split`` separates them (its backward is
+        a single cat, where slicing would zero-fill a parameter-sized gradient per slice).
 
         Shape:
             params: (B, P, H, W) -> logits (B, C, K, H, W), coeffs (B, Q, K, H, W) with Q = C(C-1)/2
         """
-        n = self.channels * self.levels
-        logits = rearrange(params[:, :n], "b (c k) h w -> b c k h w", k=self.levels)
-        coeffs = rearrange(params[:, n:], "b (q k) h w -> b q k h w", k=self.levels)
+        grouped = rearrange(params, "b (g k) h w -> b g k h w", k=self.levels)
+        logits, coeffs = torch.split(grouped, [self.channels, grouped.shape[1] - self.channels], dim=1)
         return logits, coeffs
 
-    def _channel_logits(self, logits: torch.Tensor, coeffs: torch.Tensor, c: int,
-                        values: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """Coupled logits of channel c given the model-space values ``values[j]`` (B, H, W) of channels j < c.
+    def coupled_logits(self, params: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``logits_c + Σ_{j<c} w_{c←j} · values_j`` for every channel at once.
+
+        ``values`` holds the model-space values of the conditioning sub-pixels; channel c reads only
+        ``values[:, j]`` for j < c, so entries of later channels may hold anything (sampling leaves zeros).
 
         Shape:
-            -> (B, K, H, W)
+            params: (B, P, H, W); values: (B, C, H, W) float -> (B, C, K, H, W)
         """
-        out = logits[:, c]
-        for q, (cc, j) in enumerate(coupling_pairs(self.channels)):
-            if cc == c:
-                out = out + coeffs[:, q] * values[j][:, None]
-        return out
+        logits, coeffs = self.unpack(params)
+        pairs = coupling_pairs(self.channels)
+        if not pairs:
+            return logits
+        # One product for all slots, then per-channel sums and one stack: the fastest and leanest of the
+        # forms tried (index_add keeps the products for its backward; einsum copies them).
+        source = torch.tensor([j for _, j in pairs], device=params.device)
+        terms = (coeffs * values.index_select(1, source)[:, :, None]).unbind(dim=1)  # w_{c←j} · x_j
+        channels = list(logits.unbind(dim=1))
+        for term, (c, _) in zip(terms, pairs):
+            channels[c] = channels[c] + term
+        return torch.stack(channels, dim=1)
 
     def channel_log_probs(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``log p(x_c | x_<c)`` of every sub-pixel, conditioned on the observed earlier sub-pixels.
@@ -89,29 +101,25 @@ class CoupledSoftmax(Head):
             return self._channel_log_probs(float_params(params), x)
 
     def _channel_log_probs(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        logits, coeffs = self.unpack(params)
-        values = levels_to_unit(x, self.bits, params.dtype).unbind(dim=1)
-        out = []
-        for c in range(self.channels):
-            log_p = F.log_softmax(self._channel_logits(logits, coeffs, c, values), dim=1)
-            out.append(log_p.gather(1, x[:, c:c + 1].long()).squeeze(1))
-        return torch.stack(out, dim=1)
+        logits = self.coupled_logits(params, levels_to_unit(x, self.bits, params.dtype))
+        return F.log_softmax(logits, dim=2).gather(2, x[:, :, None].long()).squeeze(2)
 
     def _nll(self, params, x, *, generator):
         return -self._channel_log_probs(params, x).sum(dim=1)
 
     def _sample(self, params, *, generator):
-        # Inverse-CDF sampling in float64, one uniform per sub-pixel, drawn channel by channel (R, G, B).
-        logits, coeffs = self.unpack(params)
-        B, _, _, H, W = logits.shape
-        levels, values = [], []
+        # Inverse-CDF sampling in float64, one uniform per sub-pixel, drawn channel by channel (R, G, B);
+        # each sampled level, mapped like the network input, conditions the later channels.
+        B, _, H, W = params.shape
+        values = torch.zeros((B, self.channels, H, W), dtype=params.dtype, device=params.device)
+        levels = []
         for c in range(self.channels):
-            probs = torch.softmax(self._channel_logits(logits, coeffs, c, values).double(), dim=1)
+            probs = torch.softmax(self.coupled_logits(params, values)[:, c].double(), dim=1)
             cdf = probs.cumsum(dim=1)
             u = uniform((B, H, W), cdf, generator)
             # Count the levels whose CDF lies below u·total: scaling by the total (≈ 1 up to rounding)
             # keeps the result < K and never picks a zero-probability level.
             k = (cdf < (u * cdf[:, -1])[:, None]).sum(dim=1)
             levels.append(k)
-            values.append(levels_to_unit(k, self.bits, params.dtype))
+            values[:, c] = levels_to_unit(k, self.bits, params.dtype)
         return torch.stack(levels, dim=1)
