@@ -59,7 +59,7 @@ class CachedConv:
         (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.kernel
         B = window.shape[0]
         if rows == 1 and cols == 1:  # one position: the window's taps are the matmul's row
-            taps = window[:, ::dh, ::dw][:, :kh, :kw].reshape(B, 1, 1, self.matrix.shape[1])
+            taps = window[:, ::dh, ::dw].reshape(B, 1, 1, self.matrix.shape[1])
         else:
             taps = torch.cat([window[:, a * dh:a * dh + (rows - 1) * sh + 1:sh, b * dw:b * dw + (cols - 1) * sw + 1:sw]
                               for a in range(kh) for b in range(kw)], dim=-1)
@@ -89,7 +89,7 @@ class CachedConvTranspose:
 
     def region(self, src: Plane, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
         (sh, sw), (kh, kw) = self.stride, self.kernel
-        out = self.bias.expand(src.data.shape[0], r1 - r0, c1 - c0, self.out_channels).clone()
+        out = self.bias.expand(src.batch, r1 - r0, c1 - c0, self.out_channels).clone()
         for a in range(kh):
             first_r = r0 + (a - r0) % sh  # the first output row that tap row a reaches: r = s·I + a
             if first_r >= r1:
@@ -114,7 +114,6 @@ class CachedGatedResnet:
         make_plane: ``make_plane(channels, values=True) -> Plane`` at this block's resolution, keeping
             activations.
         cond: (B, num_classes) one-hot conditioning, or None.
-        out: the plane to write the outputs to (default: a new one).
 
     Attributes:
         out: the plane of block outputs; ``hidden``: the plane of first-convolution outputs (the
@@ -127,11 +126,13 @@ class CachedGatedResnet:
     """
 
     def __init__(self, block: GatedResnet, x: Plane, aux: Sequence[Plane], make_plane: Callable[..., Plane],
-                 cond: torch.Tensor | None, out: Plane | None = None) -> None:
+                 cond: torch.Tensor | None) -> None:
         channels = block.conv_in.out_channels
         self.x, self.aux = x, list(aux)
         self.conv_in, self.conv_out = CachedConv(block.conv_in), CachedConv(block.conv_out)
         self.aux_matrices: list[torch.Tensor] = []
+        if block.nin_aux is None and self.aux:
+            raise ValueError(f"{len(self.aux)} aux planes given to a GatedResnet without an auxiliary input")
         if block.nin_aux is not None:
             nin = CachedConv(block.nin_aux)
             # nin sees concat_elu(cat(aux)) = [a_1 .. a_k, -a_1 .. -a_k]; split its columns per aux plane,
@@ -152,14 +153,13 @@ class CachedGatedResnet:
             with torch.no_grad():
                 self.cond_term = (cond @ block.cond_bias.to(cond.dtype))[:, None, None, :]
         self.hidden = make_plane(channels, values=False)  # only its concat_elu is ever read
-        self.out = make_plane(channels) if out is None else out
+        self.out = make_plane(channels)
 
     def run(self, r0: int, r1: int, c0: int, c1: int) -> None:
         hidden = self.conv_in.region(self.x.activated, r0, r1, c0, c1)
-        if self.aux_matrices:
-            for k, (plane, matrix) in enumerate(zip(self.aux, self.aux_matrices)):
-                hidden = hidden + F.linear(plane.activated.window(r0, r1, c0, c1), matrix,
-                                           self.aux_bias if k == 0 else None)
+        for k, (plane, matrix) in enumerate(zip(self.aux, self.aux_matrices)):
+            bias = self.aux_bias if k == 0 else None
+            hidden = hidden + F.linear(plane.activated.window(r0, r1, c0, c1), matrix, bias)
         self.hidden.write(r0, c0, hidden)
         gate_in = self.conv_out.region(self.hidden.activated, r0, r1, c0, c1)
         if self.cond_term is not None:

@@ -40,7 +40,7 @@ class Plane:
     def __init__(self, batch: int, channels: int, height: int, width: int, *, margin: int,
                  dtype: torch.dtype, device: torch.device | str, activations: bool = False,
                  values: bool = True) -> None:
-        self.height, self.width, self.margin, self.channels = height, width, margin, channels
+        self.batch, self.height, self.width, self.margin, self.channels = batch, height, width, margin, channels
         m = margin
         shape = (batch, height + 2 * m, width + 2 * m, channels) if values else (0, 0, 0, channels)
         self.data = torch.zeros(shape, dtype=dtype, device=device)
