@@ -91,7 +91,7 @@ def head_case(draw, head_name):
 
 @pytest.mark.parametrize("head_name", pixelzoo.list_heads())
 def test_nll_and_gradients_finite_for_extreme_params(head_name):
-    @settings(max_examples=700, deadline=None, derandomize=True,
+    @settings(max_examples=400, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(head_case(head_name))
     def check(case):

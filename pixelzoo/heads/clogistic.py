@@ -176,7 +176,8 @@ class ContinuousLogisticMixture(DiscretizedLogisticMixture):
     def _sample(self, params, *, generator):
         # Draw order as dlogistic: Gumbel noise for the shared indicator, then one logistic draw per
         # sub-pixel. Each continuous draw is snapped to its bin's level, and that level (mapped like the
-        # network input) feeds the coupling of the later channels, as in nll.
+        # network input) feeds the coupling of the later channels, as in nll. The uniforms stay inside
+        # (1e-5, 1 - 1e-5) like the reference sampler's, which moves at most 1e-5 of each logistic's mass.
         logits, means, log_scales, coeffs = self._unpack(params)
         B, M, H, W = logits.shape
         gumbel = -torch.log(-torch.log(uniform((B, M, H, W), logits, generator, _U_EPS, 1 - _U_EPS)))
