@@ -20,7 +20,7 @@ import torch
 from timm.utils import ModelEmaV3
 
 import pixelzoo
-from pixelzoo.train import BatchBitsPerDim
+from pixelzoo.train import BatchBitsPerDim, compile_for_training
 
 ROWS = {
     "small": [("pixelcnnpp_small", dict(), 32), ("pixelcnnpp_small", dict(image_shape=(1, 28, 28)), 32)],
@@ -42,7 +42,7 @@ def time_steps(preset: str, overrides: dict, batch: int, device: torch.device, b
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.9995))
     ema = ModelEmaV3(model, decay=0.9995)
     loss_fn = BatchBitsPerDim(model)
-    step_fn = torch.compile(loss_fn) if compile_ else loss_fn
+    step_fn = compile_for_training(loss_fn) if compile_ else loss_fn
     times = []
     for i in range(warmup + steps):
         sync(device)

@@ -25,8 +25,10 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -41,7 +43,7 @@ from . import distributed as dist_utils
 from .heads.base import levels_to_unit
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "build_model", "export_model",
-           "BatchBitsPerDim", "epoch_batches"]
+           "BatchBitsPerDim", "compile_for_training", "epoch_batches"]
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,15 @@ class BatchBitsPerDim(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- the run
+def compile_for_training(module: nn.Module) -> nn.Module:
+    """``torch.compile(module)`` with the recursion headroom a whole PixelCNN++ training step needs."""
+    # Tracing the whole U-net + likelihood for the backward nests ~1000 lazy proxy thunks (torch 2.14's
+    # proxy_tensor), past Python's default recursion limit of 1000: a RecursionError. The backbone or the head
+    # alone compile at the default; together they need a higher limit.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    return torch.compile(module)
+
+
 class _MetricsLog:
     """Appends JSON lines to ``metrics.jsonl`` on rank 0; keeps the records in memory on every rank."""
 
@@ -464,8 +475,11 @@ class _Run:
         loss_module: nn.Module = BatchBitsPerDim(self.model)
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
+            # torch's weight_norm(dim=1) gains of transposed convs are (1, F, 1, 1) with strides (1, 1, 1, 1); their
+            # gradients come back with (F, 1, 1, 1). Both are contiguous, but DDP warns on every rank: hush that one.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
-        self.net = torch.compile(loss_module) if config.compile else loss_module
+        self.net = compile_for_training(loss_module) if config.compile else loss_module
         if info.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self._open_run_dir()
