@@ -9,6 +9,7 @@ loads with ``torch.load(..., weights_only=True)``:
     model, ema, optimizer       state dicts (the unwrapped model: no DDP ``module.`` / compile ``_orig_mod.``)
     step, epoch, batch_in_epoch optimizer steps done, and where the next batch comes from
     world_size                  processes that wrote it (an exact resume needs the same number)
+    train_images                size of the training set (the data order depends on it)
     rng                         one dict per rank: {"torch": CPU generator state[, "cuda": its device's]}
     elapsed_seconds             training wall-clock so far
 """

@@ -455,6 +455,9 @@ class _Run:
             ckpt.model_from_config(saved["model_config"]).to(_DTYPES[config.dtype]).train()
         self.model = model.to(info.device)
         self._prepare_data(data, eval_data)
+        if saved is not None and saved.get("train_images", len(self.train_data)) != len(self.train_data):
+            raise ValueError(f"cannot resume exactly: the run trained on {saved['train_images']} images, the data now "
+                             f"has {len(self.train_data)}; resume with the same data")
         self.use_bf16 = config.bf16 if config.bf16 is not None else info.device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
         if saved is not None:
@@ -605,6 +608,7 @@ class _Run:
                 "model": self.model.state_dict(), "ema": self.ema.module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "step": self.step, "epoch": epoch, "batch_in_epoch": pos, "world_size": info.world_size,
+                "train_images": len(self.train_data),
                 "rng": rngs, "elapsed_seconds": self.elapsed(),
             }, self.ckpt_path)
         self.last_ckpt_step = self.step

@@ -237,3 +237,5 @@ def test_resume_needs_a_checkpoint_and_the_same_settings(tmp_path):
         train(tiny_config(tmp_path, steps=2), data=data)
     with pytest.raises(ValueError, match=r"different settings \(lr: 0.001 -> 0.5\)"):
         train(tiny_config(tmp_path, steps=2, lr=0.5, resume=True), data=data)
+    with pytest.raises(ValueError, match="trained on 16 images, the data now has 24"):
+        train(tiny_config(tmp_path, steps=2, resume=True), data=tiny_mnist(24))

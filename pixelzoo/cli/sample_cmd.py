@@ -1,4 +1,8 @@
-"""``pixelzoo sample MODEL``: draw images and write them as a PNG grid (and optionally .npy)."""
+"""``pixelzoo sample MODEL``: draw images and write them as a PNG grid (and optionally .npy).
+
+MODEL is a training run (its directory or ``checkpoint.pt``: the EMA weights by default), a local model
+folder, a Hub repo id, or a preset name (fresh, untrained weights).
+"""
 from __future__ import annotations
 
 import argparse
