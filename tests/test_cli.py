@@ -28,7 +28,7 @@ def test_train_then_eval_and_sample_the_run_then_resume_it(tmp_path, npz, capsys
     run = tmp_path / "run"
     argv = ["train", *TINY, "--data", str(npz["train"]), "--eval-data", str(npz["test"]), "--steps", "3",
             "--batch-size", "8", "--out", str(run), "--checkpoint-every", "2", "--sample-every", "2",
-            "--num-samples", "4", "--log-every", "1", "--no-progress"]
+            "--num-samples", "4", "--log-every", "1", "--ema-warmup", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -56,6 +56,7 @@ def test_train_then_eval_and_sample_the_run_then_resume_it(tmp_path, npz, capsys
     assert main(["train", "--out", str(run), "--resume", "--steps", "5", "--no-progress"]) == 0
     state = load_checkpoint(run)
     assert state["step"] == 5 and state["config"]["batch_size"] == 8 and state["config"]["data"] == str(npz["train"])
+    assert state["config"]["ema_warmup"] is True and state["config"]["lr"] == 1e-3
 
 
 def test_eval_prints_less_or_equal_for_a_bound(tmp_path, npz, capsys, monkeypatch):

@@ -17,16 +17,11 @@ from typing import Any
 
 from .common import apply_threads
 
-# CLI flag destination -> TrainConfig field, for flags that map one to one.
-_FLAGS = {
-    "init_from": "init_from", "dtype": "dtype", "data": "data", "split": "split", "eval_data": "eval_data",
-    "eval_split": "eval_split", "eval_limit": "eval_limit", "steps": "steps", "epochs": "epochs",
-    "max_minutes": "max_minutes", "batch_size": "batch_size", "lr": "lr", "lr_decay": "lr_decay", "eps": "eps",
-    "grad_clip": "grad_clip", "ema_decay": "ema_decay", "init_batch_size": "init_batch_size", "seed": "seed",
-    "out": "out_dir", "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
-    "eval_batch_size": "eval_batch_size", "sample_every": "sample_every", "num_samples": "num_samples",
-    "log_every": "log_every", "device": "device", "bf16": "bf16", "compile": "compile", "num_workers": "num_workers",
-}
+# TrainConfig fields set by a flag of the same name (--out sets out_dir).
+_FIELDS = ("init_from", "dtype", "data", "split", "eval_data", "eval_split", "eval_limit", "steps", "epochs",
+           "max_minutes", "batch_size", "lr", "lr_decay", "eps", "grad_clip", "ema_decay", "ema_warmup",
+           "init_batch_size", "seed", "checkpoint_every", "eval_every", "eval_batch_size", "sample_every",
+           "num_samples", "log_every", "device", "bf16", "compile", "num_workers")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--eps", type=float, default=None, help="Adam epsilon (default 1e-8)")
     o.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this")
     o.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the weights (default 0.9995)")
+    o.add_argument("--ema-warmup", default=None, action=argparse.BooleanOptionalAction,
+                   help="ramp the EMA decay up as 1 - (1 + step)^(-2/3), capped at --ema-decay (timm): the EMA then "
+                   "tracks short runs (a few thousand steps) instead of averaging in their early weights")
     o.add_argument("--init-batch-size", type=int, default=None, help="images for the data-dependent init "
                    "(default 16; 0 skips it)")
     o.add_argument("--seed", type=int, default=None)
@@ -109,7 +107,9 @@ def build_config(args: argparse.Namespace):
     """The TrainConfig for these arguments (on ``--resume`` without a model: the saved one, updated)."""
     from ..train import TrainConfig
 
-    given = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
+    given = {field: getattr(args, field) for field in _FIELDS if getattr(args, field) is not None}
+    if args.out is not None:
+        given["out_dir"] = args.out
     if args.no_progress:
         given["progress"] = False
     names_model = args.model or args.backbone or args.head or args.set or args.init_from
