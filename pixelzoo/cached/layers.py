@@ -59,7 +59,7 @@ class CachedConv:
         (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.kernel
         B = window.shape[0]
         if rows == 1 and cols == 1:  # one position: the window's taps are the matmul's row
-            taps = window[:, ::dh, ::dw].reshape(B, 1, 1, self.matrix.shape[1])
+            taps = (window if dh == dw == 1 else window[:, ::dh, ::dw]).reshape(B, 1, 1, self.matrix.shape[1])
         else:
             taps = torch.cat([window[:, a * dh:a * dh + (rows - 1) * sh + 1:sh, b * dw:b * dw + (cols - 1) * sw + 1:sw]
                               for a in range(kh) for b in range(kw)], dim=-1)
