@@ -73,6 +73,8 @@ def sample_cached(model, n: int, labels=None, *, generator: torch.Generator | No
     C, H, W = model.image_shape
     x = _canvas(model, n, canvas)
     state = build_cached(model.backbone, levels_to_unit(x, model.bits, dtype), cond)
+    if start >= H * W:  # nothing to draw
+        return x
     proj = CachedConv(model.proj)
     first_row = start // W
     state.prime(first_row)
