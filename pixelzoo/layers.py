@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+from torch.utils.checkpoint import checkpoint
+
+from .fused import concat_elu_conv2d, dropout_bits, gated_residual
 
 __all__ = [
     "down_shift",
@@ -83,6 +86,28 @@ class DataInitMixin:
         return (out - mean[:, None, None]) * scale[:, None, None]
 
 
+class _ConcatEluInputConv(DataInitMixin, nn.Conv2d):
+    """A convolution that can take its input *before* the gated resnet's nonlinearity.
+
+    ``conv(x, concat_elu_input=True, bits=bits, p=p)`` equals ``conv(dropout(concat_elu(x)))`` (dropout drawn
+    from ``bits`` of :func:`~pixelzoo.fused.dropout_bits`) but runs the fused
+    :func:`~pixelzoo.fused.concat_elu_conv2d`; ``**fused`` passes its ``memory_format`` and ``recompute``. Subclasses set ``causal_pad`` (the zero
+    padding, F.pad order) or leave it out for none.
+    """
+
+    def forward(self, x: torch.Tensor, *, concat_elu_input: bool = False, bits: torch.Tensor | None = None,
+                p: float = 0.0, **fused) -> torch.Tensor:
+        pad = getattr(self, "causal_pad", (0, 0, 0, 0))
+        if concat_elu_input:
+            out = concat_elu_conv2d(x, self.weight, self.bias, pad, self.stride, self.dilation, bits, p, **fused)
+        elif bits is not None or fused:
+            raise ValueError("bits=, memory_format= and recompute= apply to the fused concat_elu input only; "
+                             "pass concat_elu_input=True")
+        else:
+            out = super().forward(F.pad(x, pad) if any(pad) else x)
+        return self._data_init(out)
+
+
 def _weight_normed(module: nn.Module, dim: int, init_scale: float) -> nn.Module:
     # Reference init: V ~ N(0, 0.05), g = 1, b = 0 (data-dependent init then rescales g and b).
     nn.init.normal_(module.weight, 0.0, 0.05)
@@ -94,7 +119,7 @@ def _weight_normed(module: nn.Module, dim: int, init_scale: float) -> nn.Module:
     return module
 
 
-class DownShiftedConv2d(DataInitMixin, nn.Conv2d):
+class DownShiftedConv2d(_ConcatEluInputConv):
     """Convolution whose output (i, j) sees input rows ``i-(kh-1)d .. i`` and columns ``j ± (kw-1)/2·d``.
 
     Args:
@@ -117,11 +142,8 @@ class DownShiftedConv2d(DataInitMixin, nn.Conv2d):
         self.causal_pad = ((kw - 1) // 2 * dilation, (kw - 1) // 2 * dilation, (kh - 1) * dilation, 0)
         _weight_normed(self, 0, init_scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._data_init(super().forward(F.pad(x, self.causal_pad)))
 
-
-class DownRightShiftedConv2d(DataInitMixin, nn.Conv2d):
+class DownRightShiftedConv2d(_ConcatEluInputConv):
     """Convolution whose output (i, j) sees rows ``i-(kh-1)d .. i`` and columns ``j-(kw-1)d .. j``.
 
     Shape:
@@ -134,9 +156,6 @@ class DownRightShiftedConv2d(DataInitMixin, nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation)
         self.causal_pad = ((kw - 1) * dilation, 0, (kh - 1) * dilation, 0)
         _weight_normed(self, 0, init_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._data_init(super().forward(F.pad(x, self.causal_pad)))
 
 
 class _CroppedConvTranspose2d(DataInitMixin, nn.ConvTranspose2d):
@@ -190,7 +209,7 @@ class DownRightShiftedConvTranspose2d(_CroppedConvTranspose2d):
         return 0
 
 
-class NIN(DataInitMixin, nn.Conv2d):
+class NIN(_ConcatEluInputConv):
     """Weight-normed 1x1 convolution ("network in network"; the reference's ``nin`` dense layer).
 
     Shape:
@@ -200,9 +219,6 @@ class NIN(DataInitMixin, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, init_scale: float = 1.0) -> None:
         super().__init__(in_channels, out_channels, 1)
         _weight_normed(self, 0, init_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._data_init(super().forward(x))
 
 
 class GatedResnet(nn.Module):
@@ -218,9 +234,22 @@ class GatedResnet(nn.Module):
         dropout: elementwise dropout probability after the first convolution's nonlinearity.
         dilation: dilation of both convolutions.
 
+    Attributes:
+        checkpointing: when ``True`` (set by a backbone's ``checkpointing=True``), training-mode forwards
+            with gradients keep only the block's inputs and recompute the rest in the backward pass
+            (activation checkpointing: less memory, about one more forward pass of time).
+        memory_format: layout of the convolutions' 2F-channel inputs (and so of their outputs);
+            ``torch.channels_last`` (default, the faster on CPU and GPU) or ``torch.contiguous_format``.
+        recompute: keep each convolution's F-channel input for the backward pass and rebuild its
+            2F-channel activation there (less memory), instead of keeping the activation (less time).
+
     Shape:
         x: (B, F, H, W); a: (B, aux_channels, H, W); cond: (B, num_classes) -> (B, F, H, W)
     """
+
+    checkpointing: bool = False
+    memory_format: torch.memory_format = torch.channels_last
+    recompute: bool = False
 
     def __init__(self, channels: int, conv: str | tuple = "down", aux_channels: int = 0, num_classes: int = 0,
                  dropout: float = 0.5, dilation: int = 1) -> None:
@@ -242,15 +271,42 @@ class GatedResnet(nn.Module):
             self.cond_bias = nn.Parameter(torch.randn(num_classes, 2 * channels) * 0.05)
 
     def forward(self, x: torch.Tensor, a: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.nin_aux is not None and a is None:
+            raise ValueError("this GatedResnet was built with an auxiliary input; pass a=")
+        if self.cond_bias is not None and cond is None:
+            raise ValueError("this GatedResnet is class-conditional; pass cond=")
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            # Keep only the block's inputs; its activations are recomputed (with the same dropout mask,
+            # since checkpoint replays the RNG state) during the backward pass.
+            return checkpoint(self._forward, x, a, cond, use_reentrant=False)
+        return self._forward(x, a, cond)
+
+    def _forward(self, x: torch.Tensor, a: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._forward_composite(x, a, cond)
+        # Each concat_elu (with the padding and dropout) is fused into the convolution that reads it, and
+        # the gate keeps only its input (pixelzoo.fused).
+        fused = dict(concat_elu_input=True, memory_format=self.memory_format, recompute=self.recompute)
+        c1 = self.conv_in(x, **fused)
+        if self.nin_aux is not None:
+            c1 = c1 + self.nin_aux(a, **fused)
+        bits, p = None, self.dropout.p
+        if self.dropout.training and p > 0:
+            B, F_, H, W = c1.shape
+            bits = dropout_bits((B, 2 * F_, H, W), c1.device)
+        c2 = self.conv_out(c1, bits=bits, p=p, **fused)
+        if self.cond_bias is not None:
+            c2 = c2 + (cond.to(c2.dtype) @ self.cond_bias.to(c2.dtype))[:, :, None, None]
+        return gated_residual(x, c2)
+
+    def _forward_composite(self, x: torch.Tensor, a: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
+        """The same block from plain ops, for torch.compile: inductor fuses them itself (and cannot trace the
+        hand-fused Functions, which write into strided ``out=`` views)."""
         c1 = self.conv_in(concat_elu(x))
         if self.nin_aux is not None:
-            if a is None:
-                raise ValueError("this GatedResnet was built with an auxiliary input; pass a=")
             c1 = c1 + self.nin_aux(concat_elu(a))
         c2 = self.conv_out(self.dropout(concat_elu(c1)))
         if self.cond_bias is not None:
-            if cond is None:
-                raise ValueError("this GatedResnet is class-conditional; pass cond=")
             c2 = c2 + (cond.to(c2.dtype) @ self.cond_bias.to(c2.dtype))[:, :, None, None]
         a_, b_ = c2.chunk(2, dim=1)
         return x + a_ * torch.sigmoid(b_)
