@@ -48,6 +48,8 @@ class PixelCNNPP(Backbone):
         dropout: dropout probability inside the blocks (reference 0.5).
         shortcuts: ``False`` removes the U-net short-cut connections (the paper's "no short-cut" ablation);
             down-pass ul blocks then take only the u stream as auxiliary input.
+        checkpointing: activation checkpointing of every gated block in training (less memory for about
+            one more forward pass of time; the outputs and gradients are unchanged).
 
     Shape:
         x: (B, in_channels, H, W) in [-1, 1], H and W divisible by 4; cond: (B, num_classes) or None
@@ -55,7 +57,7 @@ class PixelCNNPP(Backbone):
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 0, nr_resnet: int = 5, nr_filters: int = 160,
-                 dropout: float = 0.5, shortcuts: bool = True) -> None:
+                 dropout: float = 0.5, shortcuts: bool = True, checkpointing: bool = False) -> None:
         super().__init__(in_channels, num_classes)
         if nr_resnet < 1 or nr_filters < 1:
             raise ValueError(f"nr_resnet and nr_filters must be >= 1, got {nr_resnet}, {nr_filters}")
@@ -76,6 +78,9 @@ class PixelCNNPP(Backbone):
             _StreamPair(n, F_, u_aux, ul_aux, num_classes, dropout) for n in (nr_resnet, nr_resnet + 1, nr_resnet + 1))
         self.upsize_u = nn.ModuleList(DownShiftedConvTranspose2d(F_, F_, (2, 3)) for _ in range(2))
         self.upsize_ul = nn.ModuleList(DownRightShiftedConvTranspose2d(F_, F_, (2, 2)) for _ in range(2))
+        for block in self.modules():
+            if isinstance(block, GatedResnet):
+                block.checkpointing = checkpointing
 
     def check_image_size(self, height: int, width: int) -> None:
         super().check_image_size(height, width)
