@@ -35,8 +35,10 @@ def dropout_bits(shape: tuple[int, ...], device: torch.device | str = "cpu",
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random int16 values, four per 64-bit draw of ``generator`` (default: the global one).
 
-    Drawn contiguously in logical order, so a mask made from them does not depend on the memory format of
-    the tensor it masks; ``torch.manual_seed`` and checkpointing's RNG replay apply.
+    A 4-d ``(B, C, H, W)`` shape is filled in (B, H, W, C) order, the layout of the channels-last buffers
+    the bits mask (a mask read in its own memory order is several times faster to apply); the values at
+    each logical position do not depend on any memory format. ``torch.manual_seed`` and checkpointing's RNG
+    replay apply.
 
     Shape:
         -> ``shape``, dtype int16
@@ -44,7 +46,11 @@ def dropout_bits(shape: tuple[int, ...], device: torch.device | str = "cpu",
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-2**63, None, generator=generator)  # the full 64-bit range
-    return words.view(torch.int16)[:n].view(shape)
+    bits = words.view(torch.int16)[:n]
+    if len(shape) == 4:
+        B, C, H, W = shape
+        return bits.view(B, H, W, C).permute(0, 3, 1, 2)
+    return bits.view(shape)
 
 
 def keep_threshold(p: float) -> int:
@@ -56,12 +62,17 @@ def keep_threshold(p: float) -> int:
 
 
 def keep_mask(bits: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
-    """1.0 where dropout keeps an element, 0.0 where it drops it (``bits`` from :func:`dropout_bits`)."""
-    out = torch.empty(bits.shape, dtype=dtype, device=bits.device)
+    """1.0 where dropout keeps an element, 0.0 where it drops it (``bits`` from :func:`dropout_bits`), in the
+    memory layout of ``bits``."""
+    # float32 holds every int16 exactly; converting first and comparing in place is 4x faster on the CPU
+    # than torch.lt(int16, out=float), which compares into a bool temporary and copies it.
+    keep = bits.to(torch.float32)
     threshold = keep_threshold(p)
     if threshold > 2**15 - 1:
-        return out.fill_(1.0)
-    return torch.lt(bits, threshold, out=out)
+        keep.fill_(1.0)
+    else:
+        torch.lt(keep, float(threshold), out=keep)
+    return keep.to(dtype)
 
 
 def concat_elu_padded(x: torch.Tensor, pad: Pad = (0, 0, 0, 0), keep: torch.Tensor | None = None,
@@ -76,13 +87,15 @@ def concat_elu_padded(x: torch.Tensor, pad: Pad = (0, 0, 0, 0), keep: torch.Tens
     """
     B, C, H, W = x.shape
     left, right, top, bottom = pad
+    x = x.contiguous(memory_format=memory_format)  # elementwise ops across layouts are several times slower
     shape = (B, 2 * C, H + top + bottom, W + left + right)
     if memory_format == torch.channels_last:
-        # Only the border needs zeros, and in this layout its rows and columns are contiguous runs.
+        # Only the border needs zeros: rows and columns of the (B, H, W, 2C) view, contiguous runs there.
         buf = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+        nhwc = buf.permute(0, 2, 3, 1)
         for rows, cols in [(slice(0, top), slice(None)), (slice(top + H, None), slice(None)),
                            (slice(top, top + H), slice(0, left)), (slice(top, top + H), slice(left + W, None))]:
-            buf[:, :, rows, cols].zero_()
+            nhwc[:, rows, cols].zero_()
     else:  # one memset beats zeroing the strided border columns of an NCHW buffer
         buf = torch.zeros(shape, dtype=x.dtype, device=x.device)
     inner = buf[:, :, top:top + H, left:left + W]
@@ -129,8 +142,9 @@ class _ConcatEluConv2d(torch.autograd.Function):
             left, _, top, _ = pad
             window = (slice(None), slice(None), slice(top, top + H), slice(left, left + W))
             # d elu(v)/dv from the output e = elu(v): 1 for e > 0, e + 1 otherwise (torch's elu_backward with
-            # is_result=True); dropped elements get no gradient.
-            g = torch.ops.aten.elu_backward(g_buf[window], 1.0, 1.0, 1.0, True, buf[window])
+            # is_result=True); dropped elements get no gradient. Taken over the whole padded buffer, then
+            # windowed: on the windows themselves elu_backward first copies them.
+            g = torch.ops.aten.elu_backward(g_buf, 1.0, 1.0, 1.0, True, buf)[window]
             if keep is not None:
                 g.mul_(keep)
             g_x = (g[:, :C] - g[:, C:]).to(x_dtype)

@@ -51,7 +51,10 @@ class _DLogisticNLL(torch.autograd.Function):
         top = 2**spec.bits - 1
         half_bin = 1.0 / top
         log_s = raw_log_s.clamp(spec.log_scale_min, spec.log_scale_max)
-        inv_s = torch.exp(-log_s)
+        # Like torch.clamp's backward, the gradient passes strictly inside (min, max) only (0 at the bounds and
+        # for NaN).
+        inside = ((raw_log_s > spec.log_scale_min) & (raw_log_s < spec.log_scale_max)).to(params.dtype)
+        inv_s = log_s.neg_().exp_()
         xu = levels_to_unit(x, spec.bits, params.dtype)
         centred = xu[:, :, None] - means  # (B, C, M, H, W)
         if spec.pairs:
@@ -61,27 +64,24 @@ class _DLogisticNLL(torch.autograd.Function):
         plus = (centred + half_bin).mul_(inv_s)
         minus = centred.sub_(half_bin).mul_(inv_s)
         del centred  # now minus
+        # Branch masks as 0/1 factors (B, C, 1, H, W): multiplying is several times faster than masked_fill_.
         k = x[:, :, None]
-        is_top, is_bottom = k == top, k == 0
-        edge = is_top | is_bottom
+        not_top, not_bottom = (k < top).to(params.dtype), (k > 0).to(params.dtype)
+        interior = not_top * not_bottom
         width = inv_s.mul(2.0 * half_bin)  # d
 
-        log_p = F.softplus(-plus).neg_().masked_fill_(is_top, 0.0)
-        log_p.sub_(F.softplus(minus).masked_fill_(is_bottom, 0.0))
-        log_p.add_(log1mexp(width).masked_fill_(edge, 0.0))
+        log_p = F.softplus(-plus).mul_(not_top).neg_()
+        log_p.addcmul_(F.softplus(minus), not_bottom, value=-1.0)
+        log_p.addcmul_(log1mexp(width), interior)
         comp = log_p.sum(dim=1).add_(F.log_softmax(logits, dim=1))  # (B, M, H, W)
         lse = torch.logsumexp(comp, dim=1)
 
         # Partial derivatives of log P, computed now so that only they are kept for the backward pass.
-        sig_plus = torch.sigmoid(-plus).masked_fill_(is_top, 0.0)  # d log σ(p) / dp
-        sig_minus = torch.sigmoid(minus).masked_fill_(is_bottom, 0.0)  # -d log(1 - σ(n)) / dn
+        sig_plus = torch.sigmoid(-plus).mul_(not_top)  # d log σ(p) / dp
+        sig_minus = torch.sigmoid(minus).mul_(not_bottom)  # -d log(1 - σ(n)) / dn
         d_log_s = sig_minus * minus
-        d_log_s.sub_(sig_plus.mul(plus))
-        d_log_s.sub_(width.div(torch.expm1(width)).masked_fill_(edge, 0.0))
-        # Like torch.clamp's backward: the gradient passes strictly inside (min, max) only (0 at the bounds and
-        # for NaN).
-        inside = (raw_log_s > spec.log_scale_min) & (raw_log_s < spec.log_scale_max)
-        d_log_s.masked_fill_(~inside, 0.0)
+        d_log_s.sub_(sig_plus * plus)
+        d_log_s.addcmul_(width.div_(torch.expm1(width)), interior, value=-1.0).mul_(inside)
         d_centred = sig_plus.sub_(sig_minus).mul_(inv_s)
 
         ctx.spec = spec
