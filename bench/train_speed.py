@@ -148,7 +148,8 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
 
 
 def saved_bytes(fn: Callable[[], torch.Tensor], exclude: set[int]) -> int:
-    """Bytes of the distinct storages autograd saves during ``fn()`` (a loss; its backward is run), minus ``exclude``."""
+    """Bytes of the distinct storages autograd saves during ``fn()`` (a loss; its backward is run), less
+    ``exclude`` (storage pointers)."""
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -241,8 +242,8 @@ def bench_config(config: str, variants: list[str], args, device: torch.device, m
         saved = "-" if args.no_memory else f"{saved_bytes(run.loss, exclude) / 2**20:.0f}"
         run.optimizer.zero_grad(set_to_none=True)
         gflops = flops / t / 1e9
-        print(f"| {v} | {t:.3f} | {B / t:.1f} | {base / t:.2f}x | {gflops:.0f} | {gflops / matmul:.0%} | {peak} | {saved} |",
-              flush=True)
+        print(f"| {v} | {t:.3f} | {B / t:.1f} | {base / t:.2f}x | {gflops:.0f} | {gflops / matmul:.0%} | {peak} "
+              f"| {saved} |", flush=True)
     if device.type == "cpu" and args.threads == 2 and B == CONFIGS[config][2]:
         port = PORT_SECONDS[config]
         print(f"(pclucas14 port, issue 10, idle machine, 2 threads: {port} s/step = {B / port:.1f} images/s; "

@@ -91,8 +91,8 @@ class _ConcatEluInputConv(DataInitMixin, nn.Conv2d):
 
     ``conv(x, concat_elu_input=True, bits=bits, p=p)`` equals ``conv(dropout(concat_elu(x)))`` (dropout drawn
     from ``bits`` of :func:`~pixelzoo.fused.dropout_bits`) but runs the fused
-    :func:`~pixelzoo.fused.concat_elu_conv2d`; ``**fused`` passes its ``memory_format`` and ``recompute``. Subclasses set ``causal_pad`` (the zero
-    padding, F.pad order) or leave it out for none.
+    :func:`~pixelzoo.fused.concat_elu_conv2d`; ``**fused`` passes its ``memory_format`` and ``recompute``.
+    Subclasses set ``causal_pad`` (the zero padding, F.pad order) or leave it out for none.
     """
 
     def forward(self, x: torch.Tensor, *, concat_elu_input: bool = False, bits: torch.Tensor | None = None,

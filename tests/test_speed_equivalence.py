@@ -308,8 +308,11 @@ def test_model_paths_give_the_default_outputs_and_gradients(path, default_path, 
     model = _tiny(checkpointing=path == "checkpointing")
     if path == "plain":
         monkeypatch.setattr(GatedResnet, "forward", plain_block)
-        monkeypatch.setattr(DiscretizedLogisticMixture, "_nll", lambda self, params, x, *, generator: plain_dlogistic_nll(
-            params, x, self.channels, self.num_mixtures, self.bits, self.log_scale_min, self.log_scale_max))
+        def plain_nll(self, params, x, *, generator):
+            return plain_dlogistic_nll(params, x, self.channels, self.num_mixtures, self.bits, self.log_scale_min,
+                                       self.log_scale_max)
+
+        monkeypatch.setattr(DiscretizedLogisticMixture, "_nll", plain_nll)
     _set_blocks(model, memory_format=torch.contiguous_format if path == "nchw" else torch.channels_last,
                 recompute=path == "recompute")
     loss, grads = _loss_and_grads(model)
