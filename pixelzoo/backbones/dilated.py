@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DownRightShiftedConv2d, DownShiftedConv2d, GatedResnet, down_shift, right_shift
+from ..layers import DownRightShiftedConv2d, DownShiftedConv2d, GatedResnet
 from ..receptive_field import conv_deps, identity_deps, stem_deps, two_stream_unet_deps, unpack_deps
 from ..registry import Preset, register_backbone, register_model
-from .base import Backbone, add_ones_channel
+from .base import Backbone
+from .pixelcnnpp import two_stream_stem, two_stream_unet
 
 __all__ = ["PixelCNNPPDilated"]
 
@@ -99,35 +100,10 @@ class PixelCNNPPDilated(Backbone):
         self.down_links = nn.ModuleList(_link_pair(F_, d) for d in down_dilations[1:])
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        x = add_ones_channel(x)
-        u = down_shift(self.u_init(x))
-        ul = down_shift(self.ul_init_down(x)) + right_shift(self.ul_init_right(x))
-        u_list, ul_list = [u], [ul]
-        for level, layer in enumerate(self.up_layers):
-            for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
-                u = u_block(u, cond=cond)
-                ul = ul_block(ul, u, cond=cond)
-                u_list.append(u)
-                ul_list.append(ul)
-            if level < len(self.up_links):
-                u_link, ul_link = self.up_links[level]
-                u, ul = u_link(u), ul_link(ul)
-                u_list.append(u)
-                ul_list.append(ul)
-
-        u, ul = u_list.pop(), ul_list.pop()
-        for level, layer in enumerate(self.down_layers):
-            for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
-                if self.shortcuts:
-                    u = u_block(u, u_list.pop(), cond=cond)
-                    ul = ul_block(ul, torch.cat([u, ul_list.pop()], dim=1), cond=cond)
-                else:
-                    u = u_block(u, cond=cond)
-                    ul = ul_block(ul, u, cond=cond)
-            if level < len(self.down_links):
-                u_link, ul_link = self.down_links[level]
-                u, ul = u_link(u), ul_link(ul)
-        return F.elu(ul)
+        u, ul = two_stream_stem(self, x)
+        up = [lambda u, ul, pair=pair: (pair[0](u), pair[1](ul)) for pair in self.up_links]
+        down = [lambda u, ul, pair=pair: (pair[0](u), pair[1](ul)) for pair in self.down_links]
+        return F.elu(two_stream_unet(u, ul, self.up_layers, up, self.down_layers, down, self.shortcuts, cond))
 
     def declared_receptive_field(self, height: int, width: int) -> torch.Tensor:
         """Output (i, j) -> input pixels it sees, from walking the layer graph with dependency maps

@@ -7,6 +7,8 @@ exactly (REFERENCE §2.3): 160 filters as in the released code and checkpoint (t
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,39 +92,65 @@ class PixelCNNPP(Backbone):
 
     def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) -> u0, ul0 each (B, F, H, W): the first features of the two streams."""
-        x = add_ones_channel(x)
-        u = down_shift(self.u_init(x))
-        ul = down_shift(self.ul_init_down(x)) + right_shift(self.ul_init_right(x))
-        return u, ul
+        return two_stream_stem(self, x)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         u, ul = self.stem(x)
-        u_list, ul_list = [u], [ul]
-        for level, layer in enumerate(self.up_layers):
-            for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
+        down = [lambda u, ul, k=k: (self.downsize_u[k](u), self.downsize_ul[k](ul)) for k in range(2)]
+        up = [lambda u, ul, k=k: (self.upsize_u[k](u), self.upsize_ul[k](ul)) for k in range(2)]
+        return F.elu(two_stream_unet(u, ul, self.up_layers, down, self.down_layers, up, self.shortcuts, cond))
+
+
+Link = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def two_stream_stem(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference stem through ``backbone.u_init``, ``ul_init_down`` and ``ul_init_right``: the u stream
+    sees the rows above, the ul stream the rows above and the pixels to the left.
+
+    Shape:
+        x: (B, C, H, W) -> u0, ul0 each (B, F, H, W)
+    """
+    x = add_ones_channel(x)
+    u = down_shift(backbone.u_init(x))
+    ul = down_shift(backbone.ul_init_down(x)) + right_shift(backbone.ul_init_right(x))
+    return u, ul
+
+
+def two_stream_unet(u: torch.Tensor, ul: torch.Tensor, up_layers: Sequence[nn.Module], up_links: Sequence[Link],
+                    down_layers: Sequence[nn.Module], down_links: Sequence[Link], shortcuts: bool,
+                    cond: torch.Tensor | None) -> torch.Tensor:
+    """The U-net walk shared by the PixelCNN++ backbones (REFERENCE §2.3).
+
+    Up pass: each level's (u, ul) block pairs, every intermediate kept; ``up_links[k]`` joins level k to k+1
+    (stride-2 convolutions in the U-net, dilated ones in the dilated variant). Down pass: each block takes
+    the matching kept intermediate (u: the u skip; ul: ``[u, ul skip]``), or only ``u`` for ul blocks when
+    ``shortcuts`` is False; ``down_links`` join the levels on the way back. Returns the final ul stream.
+    """
+    u_list, ul_list = [u], [ul]
+    for level, layer in enumerate(up_layers):
+        for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
+            u = u_block(u, cond=cond)
+            ul = ul_block(ul, u, cond=cond)
+            u_list.append(u)
+            ul_list.append(ul)
+        if level < len(up_links):
+            u, ul = up_links[level](u, ul)
+            u_list.append(u)
+            ul_list.append(ul)
+
+    u, ul = u_list.pop(), ul_list.pop()
+    for level, layer in enumerate(down_layers):
+        for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
+            if shortcuts:
+                u = u_block(u, u_list.pop(), cond=cond)
+                ul = ul_block(ul, torch.cat([u, ul_list.pop()], dim=1), cond=cond)
+            else:
                 u = u_block(u, cond=cond)
                 ul = ul_block(ul, u, cond=cond)
-                u_list.append(u)
-                ul_list.append(ul)
-            if level < 2:
-                u = self.downsize_u[level](u)
-                ul = self.downsize_ul[level](ul)
-                u_list.append(u)
-                ul_list.append(ul)
-
-        u, ul = u_list.pop(), ul_list.pop()
-        for level, layer in enumerate(self.down_layers):
-            for u_block, ul_block in zip(layer.u_stream, layer.ul_stream):
-                if self.shortcuts:
-                    u = u_block(u, u_list.pop(), cond=cond)
-                    ul = ul_block(ul, torch.cat([u, ul_list.pop()], dim=1), cond=cond)
-                else:
-                    u = u_block(u, cond=cond)
-                    ul = ul_block(ul, u, cond=cond)
-            if level < 2:
-                u = self.upsize_u[level](u)
-                ul = self.upsize_ul[level](ul)
-        return F.elu(ul)
+        if level < len(down_links):
+            u, ul = down_links[level](u, ul)
+    return ul
 
 
 def _preset(name: str, **kw) -> Preset:
