@@ -20,10 +20,13 @@ machine hit all alike; medians):
 * ``recompute``: the same with ``GatedResnet.recompute = True`` (keep F channels, rebuild the 2F-channel
   activations in the backward pass).
 * ``checkpoint``: ``create_model(..., checkpointing=True)`` (activation checkpointing of every block).
+* ``kernels``: ``fused`` with :func:`pixelzoo.compiled_kernels.use_compiled_kernels` (single-pass elementwise
+  kernels compiled by inductor; the first step compiles them and is excluded by the warm-up).
 * ``bf16`` (``--bf16``): bf16 autocast of the network; the likelihood stays float32.
 * ``compile`` (``--compile``): ``torch.compile`` of the loss (the first steps compile; excluded by warm-up).
 
-Figures: s/step and images/s; GFLOP/s achieved = the step's FLOPs (``torch.utils.flop_counter``, forward +
+Figures: s/step and images/s (median, and the best step: on a shared machine the best is the closest to an
+idle one); GFLOP/s achieved (at the median) = the step's FLOPs (``torch.utils.flop_counter``, forward +
 backward; the optimizer's elementwise work is not counted) / s/step, and its fraction of this machine's
 dense float32 matmul rate (a 2048x2048 matmul at the same thread count, measured at the start of the same
 run and printed again at its end); "peak MiB": on CPU the peak of the running sum of the torch profiler's
@@ -50,6 +53,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 import pixelzoo
+from pixelzoo.compiled_kernels import compiled_kernels
+from pixelzoo.cpu_allocator import reuse_freed_memory
 from pixelzoo.heads.base import levels_to_unit, log1mexp
 from pixelzoo.heads.dlogistic import DiscretizedLogisticMixture, coupling_pairs, unpack_mixture_params
 from pixelzoo.layers import GatedResnet
@@ -201,7 +206,8 @@ class Run:
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss().backward()
+        with compiled_kernels(self.variant == "kernels"):  # forward and backward
+            self.loss().backward()
         self.optimizer.step()
 
     def flops(self) -> int:
@@ -218,7 +224,7 @@ def bench_config(config: str, variants: list[str], args, device: torch.device, m
     B = next(iter(runs.values())).batch
     flops = runs["fused"].flops() if "fused" in runs else next(iter(runs.values())).flops()
     reps = args.paper_reps if config == "paper" else args.reps
-    warmup = 3 if "compile" in runs else 1
+    warmup = 3 if "compile" in runs else 2 if "kernels" in runs else 1
     times: dict[str, list[float]] = {v: [] for v in runs}
     for i in range(warmup + reps):
         for v, run in runs.items():
@@ -232,18 +238,19 @@ def bench_config(config: str, variants: list[str], args, device: torch.device, m
     shape = "x".join(map(str, runs[variants[0]].model.image_shape))
     print(f"\n## {config}: {preset} {shape}, batch {B}, {flops / B / 1e9:.2f} GFLOP per image (fwd+bwd), "
           f"{reps} timed steps per variant")
-    print("| variant | s/step | images/s | vs plain | GFLOP/s | of matmul | peak MiB | saved MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    base = statistics.median(times[variants[0]])
+    print("| variant | s/step | images/s | vs plain | best s/step | best images/s | best vs plain | GFLOP/s "
+          "| of matmul | peak MiB | saved MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    base, base_best = statistics.median(times[variants[0]]), min(times[variants[0]])
     for v, run in runs.items():
-        t = statistics.median(times[v])
+        t, best = statistics.median(times[v]), min(times[v])
         peak = "-" if args.no_memory else f"{peak_bytes(run.step, device) / 2**20:.0f}"
         exclude = {p.untyped_storage().data_ptr() for p in run.model.parameters()}
         saved = "-" if args.no_memory else f"{saved_bytes(run.loss, exclude) / 2**20:.0f}"
         run.optimizer.zero_grad(set_to_none=True)
         gflops = flops / t / 1e9
-        print(f"| {v} | {t:.3f} | {B / t:.1f} | {base / t:.2f}x | {gflops:.0f} | {gflops / matmul:.0%} | {peak} "
-              f"| {saved} |", flush=True)
+        print(f"| {v} | {t:.3f} | {B / t:.1f} | {base / t:.2f}x | {best:.3f} | {B / best:.1f} | {base_best / best:.2f}x "
+              f"| {gflops:.0f} | {gflops / matmul:.0%} | {peak} | {saved} |", flush=True)
     if device.type == "cpu" and args.threads == 2 and B == CONFIGS[config][2]:
         port = PORT_SECONDS[config]
         print(f"(pclucas14 port, issue 10, idle machine, 2 threads: {port} s/step = {B / port:.1f} images/s; "
@@ -295,14 +302,22 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "process"], default="wall",
                         help="process: CPU time of this process (robust to other load at 1 thread)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory columns")
+    parser.add_argument("--no-reuse-memory", action="store_true",
+                        help="leave glibc's malloc as it is (default: pixelzoo.cpu_allocator.reuse_freed_memory(), as "
+                        "pixelzoo train does on the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cpu" and not args.no_reuse_memory:
+        reused = reuse_freed_memory()
+    else:
+        reused = False
     device = torch.device(args.device)
     variants = args.variants.split(",") + ["bf16"] * args.bf16 + ["compile"] * args.compile
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     matmul = matmul_gflops(device)
     print(f"# torch {torch.__version__}, {device} ({name}), {torch.get_num_threads()} threads, clock {args.clock}, "
-          f"load average {os.getloadavg()[0]:.1f}; dense float32 matmul {matmul:.0f} GFLOP/s")
+          f"load average {os.getloadavg()[0]:.1f}; dense float32 matmul {matmul:.0f} GFLOP/s; "
+          f"freed memory reused: {reused}")
     for config in args.configs.split(","):
         bench_config(config, variants, args, device, matmul)
     print("\n## likelihood alone (forward + backward of the NLL summed; B, C, M, H, W)")

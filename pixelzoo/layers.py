@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torch.utils.checkpoint import checkpoint
 
-from .fused import concat_elu_conv2d, dropout_bits, gated_residual
+from .fused import concat_elu_conv2d, dropout_keep, gated_residual
 
 __all__ = [
     "down_shift",
@@ -89,19 +89,19 @@ class DataInitMixin:
 class _ConcatEluInputConv(DataInitMixin, nn.Conv2d):
     """A convolution that can take its input *before* the gated resnet's nonlinearity.
 
-    ``conv(x, concat_elu_input=True, bits=bits, p=p)`` equals ``conv(dropout(concat_elu(x)))`` (dropout drawn
-    from ``bits`` of :func:`~pixelzoo.fused.dropout_bits`) but runs the fused
+    ``conv(x, concat_elu_input=True, keep=keep, p=p)`` equals ``conv(dropout(concat_elu(x)))`` (dropout's mask
+    ``keep`` from :func:`~pixelzoo.fused.dropout_keep`) but runs the fused
     :func:`~pixelzoo.fused.concat_elu_conv2d`; ``**fused`` passes its ``memory_format`` and ``recompute``.
     Subclasses set ``causal_pad`` (the zero padding, F.pad order) or leave it out for none.
     """
 
-    def forward(self, x: torch.Tensor, *, concat_elu_input: bool = False, bits: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, *, concat_elu_input: bool = False, keep: torch.Tensor | None = None,
                 p: float = 0.0, **fused) -> torch.Tensor:
         pad = getattr(self, "causal_pad", (0, 0, 0, 0))
         if concat_elu_input:
-            out = concat_elu_conv2d(x, self.weight, self.bias, pad, self.stride, self.dilation, bits, p, **fused)
-        elif bits is not None or fused:
-            raise ValueError("bits=, memory_format= and recompute= apply to the fused concat_elu input only; "
+            out = concat_elu_conv2d(x, self.weight, self.bias, pad, self.stride, self.dilation, keep, p, **fused)
+        elif keep is not None or fused:
+            raise ValueError("keep=, memory_format= and recompute= apply to the fused concat_elu input only; "
                              "pass concat_elu_input=True")
         else:
             out = super().forward(F.pad(x, pad) if any(pad) else x)
@@ -287,14 +287,17 @@ class GatedResnet(nn.Module):
         # Each concat_elu (with the padding and dropout) is fused into the convolution that reads it, and
         # the gate keeps only its input (pixelzoo.fused).
         fused = dict(concat_elu_input=True, memory_format=self.memory_format, recompute=self.recompute)
+        # The residual sum takes x's layout: convert once here, and a stream of blocks stays in the buffers'
+        # layout instead of converting at every convolution.
+        x = x.contiguous(memory_format=self.memory_format)
         c1 = self.conv_in(x, **fused)
         if self.nin_aux is not None:
             c1 = c1 + self.nin_aux(a, **fused)
-        bits, p = None, self.dropout.p
+        keep, p = None, self.dropout.p
         if self.dropout.training and p > 0:
             B, F_, H, W = c1.shape
-            bits = dropout_bits((B, 2 * F_, H, W), c1.device)
-        c2 = self.conv_out(c1, bits=bits, p=p, **fused)
+            keep = dropout_keep((B, 2 * F_, H, W), p, c1.device)
+        c2 = self.conv_out(c1, keep=keep, p=p, **fused)
         if self.cond_bias is not None:
             c2 = c2 + (cond.to(c2.dtype) @ self.cond_bias.to(c2.dtype))[:, :, None, None]
         return gated_residual(x, c2)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import pixelzoo
-from pixelzoo.fused import (concat_elu_conv2d, concat_elu_padded, dropout_bits, gated_residual, keep_mask,
+from pixelzoo.fused import (concat_elu_conv2d, concat_elu_padded, dropout_bits, dropout_keep, gated_residual,
                             keep_threshold)
 from pixelzoo.heads.dlogistic import DiscretizedLogisticMixture
 from pixelzoo.layers import GatedResnet
@@ -30,8 +30,7 @@ def plain_block(block, x, a=None, cond=None):
     h = plain_concat_elu(c1)
     p = block.dropout.p
     if block.training and p > 0:
-        keep = (dropout_bits(tuple(h.shape)) < keep_threshold(p)).to(h.dtype)
-        h = h * keep / (1.0 - p)
+        h = h * dropout_keep(tuple(h.shape), p).to(h.dtype) / (1.0 - p)
     c2 = plain_conv(block.conv_out, h)
     if cond is not None:
         c2 = c2 + (cond @ block.cond_bias)[:, :, None, None]
@@ -177,16 +176,16 @@ def test_concat_elu_conv2d_gradcheck(fmt, recompute, pad, kernel, stride, dilati
     x = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 6, *kernel, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
-    bits = dropout_bits((2, 6, 6, 6), generator=gen) if p else None
+    keep = dropout_keep((2, 6, 6, 6), p, generator=gen) if p else None
 
     def fused(x, w, b):
-        return concat_elu_conv2d(x, w, b, pad, (stride, stride), (dilation, dilation), bits, p, fmt, recompute)
+        return concat_elu_conv2d(x, w, b, pad, (stride, stride), (dilation, dilation), keep, p, fmt, recompute)
 
     assert torch.autograd.gradcheck(fused, (x, w, b))
     # and the plain chain with the same mask
     h = plain_concat_elu(x)
-    if bits is not None:
-        h = h * (bits < keep_threshold(p)).double() / (1.0 - p)
+    if keep is not None:
+        h = h * keep.double() / (1.0 - p)
     want = F.conv2d(F.pad(h, pad), w, b, stride, 0, dilation)
     torch.testing.assert_close(fused(x, w, b), want, rtol=1e-12, atol=1e-12)
 
@@ -200,17 +199,47 @@ def test_gated_residual_gradcheck(gen):
 
 def test_dropout_mask_rate_and_reproducibility():
     assert keep_threshold(0.5) == 0 and keep_threshold(0.0) == 2**15
-    torch.manual_seed(3)
-    bits = dropout_bits((1000, 1000))
-    for p in (0.1, 0.5, 0.9):
-        kept = keep_mask(bits, p, torch.float32)
-        assert set(kept.unique().tolist()) <= {0.0, 1.0}
-        assert abs(kept.mean().item() - (1 - p)) < 3e-3  # 6 binomial standard deviations
-    assert keep_mask(bits, 0.0, torch.float32).all()
-    torch.manual_seed(3)
-    assert torch.equal(dropout_bits((1000, 1000)), bits)
+    for p in (0.1, 0.3, 0.5, 0.9):
+        torch.manual_seed(3)
+        keep = dropout_keep((1000, 1000), p)
+        assert keep.dtype == torch.uint8 and set(keep.unique().tolist()) <= {0, 1}
+        assert abs(keep.double().mean().item() - (1 - p)) < 3e-3  # 6 binomial standard deviations
+        torch.manual_seed(3)
+        assert torch.equal(dropout_keep((1000, 1000), p), keep)
+    assert dropout_keep((10, 10), 0.0).all()
+    # p != 0.5: 16 random bits per element, compared with the threshold
+    torch.manual_seed(4)
+    bits = dropout_bits((100, 100))
+    torch.manual_seed(4)
+    assert torch.equal(dropout_keep((100, 100), 0.3).bool(), bits < keep_threshold(0.3))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        keep_threshold(1.0)
+        dropout_keep((2, 2), 1.0)
+
+
+def test_dropout_keep_bits_are_independent():
+    """p = 0.5 spends one random bit per element: neighbours in memory (the bits of one byte, of adjacent
+    bytes and words) must be independent. Chi-square of the 4 joint outcomes of pairs at several lags, and
+    the 256 outcomes of whole bytes, well within the 1e-6 tail."""
+    torch.manual_seed(7)
+    keep = dropout_keep((2**20,), 0.5).long()
+    for lag in (1, 7, 8, 63, 64, 65):
+        pairs = 2 * keep[:-lag] + keep[lag:]
+        counts = torch.bincount(pairs, minlength=4).double()
+        chi2 = ((counts - counts.sum() / 4) ** 2 / (counts.sum() / 4)).sum().item()
+        assert chi2 < 33.0, (lag, chi2)  # 3 degrees of freedom: P(chi2 > 33) < 1e-6
+    byte_values = (keep.view(-1, 8) * (2 ** torch.arange(8))).sum(1)
+    counts = torch.bincount(byte_values, minlength=256).double()
+    chi2 = ((counts - counts.sum() / 256) ** 2 / (counts.sum() / 256)).sum().item()
+    assert chi2 < 380.0, chi2  # 255 degrees of freedom: P(chi2 > 380) < 1e-6
+
+
+def test_dropout_keep_4d_is_filled_in_channels_last_order():
+    torch.manual_seed(2)
+    keep = dropout_keep((2, 3, 4, 5), 0.5)
+    torch.manual_seed(2)
+    flat = dropout_keep((2 * 3 * 4 * 5,), 0.5)
+    assert torch.equal(keep, flat.view(2, 4, 5, 3).permute(0, 3, 1, 2))
+    assert keep.is_contiguous(memory_format=torch.channels_last)
 
 
 def _block(kind, p=0.3):
