@@ -44,7 +44,9 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
+import warnings
 from typing import Callable, Iterator
 
 import torch
@@ -218,11 +220,61 @@ class Run:
         return counter.get_total_flops()
 
 
+class PortRun:
+    """The pclucas14/pixel-cnn-pp port's training step, from a clone of it (``--port-dir``), run side by side.
+
+    Its model (``model.PixelCNN``) and loss (``utils.discretized_mix_logistic_loss[_1d]``, summed, as its
+    ``main.py`` trains) at the config's sizes, Adam, inputs in [-1, 1]. Its loss builds a zeros tensor with
+    ``.cuda()``; on the CPU that call is made a no-op for the duration of the step. Nothing of the port is
+    part of pixelzoo: this only imports the clone the user points to.
+    """
+
+    def __init__(self, config: str, port_dir: str | None, device: torch.device, batch: int | None) -> None:
+        if not port_dir:
+            raise SystemExit("the 'port' variant needs --port-dir (a clone of github.com/pclucas14/pixel-cnn-pp)")
+        import importlib
+        sys.path.insert(0, port_dir)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # its torch.nn.utils.weight_norm
+            port_model, port_utils = importlib.import_module("model"), importlib.import_module("utils")
+            preset, overrides, default_batch = CONFIGS[config]
+            cfg = pixelzoo.get_preset(preset)
+            C, H, W = overrides.get("image_shape", cfg.image_shape)
+            args = cfg.backbone_args
+            torch.manual_seed(0)
+            self.model = port_model.PixelCNN(nr_resnet=args["nr_resnet"], nr_filters=args["nr_filters"],
+                                             nr_logistic_mix=cfg.head_args["num_mixtures"],
+                                             input_channels=C).to(device).train()
+        self.loss_fn = port_utils.discretized_mix_logistic_loss if C == 3 else \
+            port_utils.discretized_mix_logistic_loss_1d
+        self.batch = batch or default_batch
+        gen = torch.Generator().manual_seed(1)
+        self.x = (torch.randint(0, 256, (self.batch, C, H, W), generator=gen).float() / 127.5 - 1.0).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.device = device
+
+    def loss(self) -> torch.Tensor:
+        cuda = torch.Tensor.cuda
+        if self.device.type == "cpu":
+            torch.Tensor.cuda = lambda t, *args, **kwargs: t
+        try:
+            return self.loss_fn(self.x, self.model(self.x))
+        finally:
+            torch.Tensor.cuda = cuda
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss().backward()
+        self.optimizer.step()
+
+
 def bench_config(config: str, variants: list[str], args, device: torch.device, matmul: float) -> None:
     batch = args.batch_paper if config == "paper" else None
-    runs = {v: Run(config, v, device, batch) for v in variants}
+    runs = {v: PortRun(config, args.port_dir, device, batch) if v == "port" else Run(config, v, device, batch)
+            for v in variants}
     B = next(iter(runs.values())).batch
-    flops = runs["fused"].flops() if "fused" in runs else next(iter(runs.values())).flops()
+    ours = [r for v, r in runs.items() if v != "port"]
+    flops = runs["fused"].flops() if "fused" in runs else ours[0].flops()  # the same network in every variant
     reps = args.paper_reps if config == "paper" else args.reps
     warmup = 3 if "compile" in runs else 2 if "kernels" in runs else 1
     times: dict[str, list[float]] = {v: [] for v in runs}
@@ -235,10 +287,11 @@ def bench_config(config: str, variants: list[str], args, device: torch.device, m
             if i >= warmup:
                 times[v].append(clock(args.clock) - t0)
     preset, overrides, _ = CONFIGS[config]
-    shape = "x".join(map(str, runs[variants[0]].model.image_shape))
+    shape = "x".join(map(str, runs[variants[0]].x.shape[1:]))
     print(f"\n## {config}: {preset} {shape}, batch {B}, {flops / B / 1e9:.2f} GFLOP per image (fwd+bwd), "
           f"{reps} timed steps per variant")
-    print("| variant | s/step | images/s | vs plain | best s/step | best images/s | best vs plain | GFLOP/s "
+    first = variants[0]  # the ratios are against the first variant listed (plain by default)
+    print(f"| variant | s/step | images/s | vs {first} | best s/step | best images/s | best vs {first} | GFLOP/s "
           "| of matmul | peak MiB | saved MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     base, base_best = statistics.median(times[variants[0]]), min(times[variants[0]])
@@ -302,6 +355,9 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "process"], default="wall",
                         help="process: CPU time of this process (robust to other load at 1 thread)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory columns")
+    parser.add_argument("--port-dir", default=None,
+                        help="a clone of github.com/pclucas14/pixel-cnn-pp: adds its training step as the 'port' variant "
+                        "(e.g. --variants port,plain,fused,kernels), timed side by side")
     parser.add_argument("--no-reuse-memory", action="store_true",
                         help="leave glibc's malloc as it is (default: pixelzoo.cpu_allocator.reuse_freed_memory(), as "
                         "pixelzoo train does on the CPU)")

@@ -14,6 +14,10 @@ backward pass. This module replaces that chain:
 * :func:`dropout_keep` draws the dropout mask from 64-bit draws of the generator (one bit per element at
   p = 0.5, 16 otherwise), several times cheaper than ``bernoulli_`` on the CPU.
 
+With :func:`pixelzoo.compiled_kernels.use_compiled_kernels` on, the elementwise parts of these Functions
+(the concat_elu prologue and its gradient, the gate and its gradient) run as single-pass loops compiled by
+``torch.compile`` instead of the eager passes below; the convolutions and autograd stay here.
+
 Gradients are checked against autograd of the plain chain and by ``torch.autograd.gradcheck`` in float64
 (tests/test_speed_equivalence.py). Under autocast the convolution runs in the autocast dtype, as the
 unfused ``F.conv2d`` would, and the gradients come back in the inputs' dtypes.

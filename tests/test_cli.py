@@ -90,3 +90,14 @@ def test_bad_input_is_one_line_on_stderr_and_exit_code_1(tmp_path, capsys, argv,
     assert re.search(message, err), err
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
 
+
+
+def test_train_speed_flags_reach_the_config():
+    from pixelzoo.cli import build_parser
+    from pixelzoo.cli.train_cmd import build_config
+
+    parse = build_parser().parse_args
+    default = build_config(parse(["train", "--steps", "1"]))
+    assert default.compile_kernels is False and default.reuse_cpu_memory is True
+    config = build_config(parse(["train", "--steps", "1", "--compile-kernels", "--no-reuse-cpu-memory"]))
+    assert config.compile_kernels is True and config.reuse_cpu_memory is False
