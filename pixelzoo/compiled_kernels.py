@@ -19,6 +19,7 @@ small-config training step about 10% faster (bench/README.md).
 from __future__ import annotations
 
 import contextlib
+import types
 from typing import Callable, Iterator
 
 import torch
@@ -28,9 +29,6 @@ __all__ = ["use_compiled_kernels", "compiled_kernels_enabled", "compiled_kernels
            "concat_elu_input_grad", "gated_residual", "gated_residual_grad"]
 
 _enabled = False
-# Every activation shape is its own static-shape compilation (static shapes vectorise best); a U-net has a
-# few dozen, more than dynamo's default of 8 recompilations per function.
-_RECOMPILE_LIMIT = 256
 
 
 def use_compiled_kernels(enabled: bool = True) -> None:
@@ -93,15 +91,24 @@ def _gated_residual_grad_kernel(grad: torch.Tensor, c: torch.Tensor) -> torch.Te
     return torch.cat([g_a, t - t * s], dim=-1)
 
 
-_compiled: dict[str, Callable] = {}
+_compiled: dict[tuple, Callable] = {}
 
 
-def _kernel(fn: Callable) -> Callable:
-    if fn.__name__ not in _compiled:
-        # Raised process-wide once (a per-call config patch costs more than the guard checks themselves).
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-        _compiled[fn.__name__] = torch.compile(fn, dynamic=False, fullgraph=True)
-    return _compiled[fn.__name__]
+def _run(fn: Callable, *args):
+    """``torch.compile(fn)(*args)``, one compiled copy of ``fn`` per argument signature.
+
+    Each activation shape gets its own copy of the function (its own code object, so its own dynamo cache
+    with one entry): dynamo checks a call's guards against every entry of a cache in turn, and a U-net
+    has dozens of shapes per kernel.
+    """
+    key = (fn.__name__,) + tuple((tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor)
+                                 else a for a in args)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_compiled)}")
+        copy = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+        compiled = _compiled[key] = torch.compile(copy, dynamic=False, fullgraph=True)
+    return compiled(*args)
 
 
 def concat_elu_into(buf: torch.Tensor, x: torch.Tensor, keep: torch.Tensor | None, top: int, left: int) -> None:
@@ -111,7 +118,7 @@ def concat_elu_into(buf: torch.Tensor, x: torch.Tensor, keep: torch.Tensor | Non
         buf: (B, 2C, H', W') channels-last; x: (B, C, H, W) channels-last; keep: (B, 2C, H, W) 0/1 or None
     """
     nhwc = [None if t is None else t.permute(0, 2, 3, 1) for t in (buf, x, keep)]
-    _kernel(_concat_elu_into_kernel)(*nhwc, top, left)
+    _run(_concat_elu_into_kernel, *nhwc, top, left)
 
 
 def concat_elu_input_grad(g_buf: torch.Tensor, buf: torch.Tensor, keep: torch.Tensor | None, top: int, left: int,
@@ -122,7 +129,7 @@ def concat_elu_input_grad(g_buf: torch.Tensor, buf: torch.Tensor, keep: torch.Te
         g_buf, buf: (B, 2C, H', W') channels-last; keep: (B, 2C, H, W) or None -> (B, C, H, W) channels-last
     """
     nhwc = [None if t is None else t.permute(0, 2, 3, 1) for t in (g_buf, buf, keep)]
-    g = _kernel(_concat_elu_input_grad_kernel)(*nhwc, top, left, H, W)
+    g = _run(_concat_elu_input_grad_kernel, *nhwc, top, left, H, W)
     return g.permute(0, 3, 1, 2)
 
 
@@ -132,7 +139,7 @@ def gated_residual(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     Shape:
         x: (B, F, H, W); c: (B, 2F, H, W), channels-last preferred -> (B, F, H, W)
     """
-    y = _kernel(_gated_residual_kernel)(x.permute(0, 2, 3, 1), c.permute(0, 2, 3, 1))
+    y = _run(_gated_residual_kernel, x.permute(0, 2, 3, 1), c.permute(0, 2, 3, 1))
     return y.permute(0, 3, 1, 2)
 
 
@@ -142,5 +149,5 @@ def gated_residual_grad(grad: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     Shape:
         grad: (B, F, H, W); c: (B, 2F, H, W) -> (B, 2F, H, W)
     """
-    g = _kernel(_gated_residual_grad_kernel)(grad.permute(0, 2, 3, 1), c.permute(0, 2, 3, 1))
+    g = _run(_gated_residual_grad_kernel, grad.permute(0, 2, 3, 1), c.permute(0, 2, 3, 1))
     return g.permute(0, 3, 1, 2)

@@ -89,6 +89,21 @@ def _params(head, B, H, W, gen, scale=1.0):
     return torch.randn(B, head.num_params(), H, W, generator=gen) * scale
 
 
+def test_dlogistic_nll_of_channels_last_params_equals_contiguous(gen):
+    """A convolution hands the head channels-last parameters; the NLL and its gradient (in that layout) must
+    not depend on it."""
+    head = DiscretizedLogisticMixture(3, 8, 4)
+    p = _params(head, 2, 5, 6, gen, 2.0)
+    x = torch.randint(0, 256, (2, 3, 5, 6), generator=gen)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        q = p.clone().contiguous(memory_format=layout).requires_grad_(True)
+        nll = head.nll(q, x)
+        (g,) = torch.autograd.grad(nll.sum(), q)
+        results.append((nll, g))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
 def _extremes(head, params):
     """Edge cases written into a (B >= 6, P, H, W) batch: scales far past both clamps, far means, saturated
     couplings, huge logit gaps, sharp components sitting on the edge levels."""

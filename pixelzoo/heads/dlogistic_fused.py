@@ -123,4 +123,6 @@ def dlogistic_nll(params: torch.Tensor, x: torch.Tensor, spec: DLogisticSpec) ->
     Shape:
         params: (B, P, H, W) float32/64; x: (B, C, H, W) integer levels -> (B, H, W)
     """
-    return _DLogisticNLL.apply(params, x, spec)
+    # Its (B, C, M, H, W) views of a channels-last ``params`` (a convolution's output) have a 1-element
+    # innermost stride only over M: every pass then runs 1.6x slower than on contiguous views.
+    return _DLogisticNLL.apply(params.contiguous(), x, spec)
