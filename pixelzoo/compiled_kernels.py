@@ -19,13 +19,16 @@ small-config training step about 10% faster (bench/README.md).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import types
 from typing import Callable, Iterator
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ["use_compiled_kernels", "compiled_kernels_enabled", "compiled_kernels", "concat_elu_into",
+__all__ = ["use_compiled_kernels", "compiled_kernels_enabled", "compiled_kernels", "cpu_compiler_available",
+           "concat_elu_into",
            "concat_elu_input_grad", "gated_residual", "gated_residual_grad"]
 
 _enabled = False
@@ -35,6 +38,12 @@ def use_compiled_kernels(enabled: bool = True) -> None:
     """Switch the compiled elementwise kernels on (or off) for this process."""
     global _enabled
     _enabled = bool(enabled)
+
+
+def cpu_compiler_available() -> bool:
+    """Whether a C++ compiler that inductor can use for CPU kernels is on PATH ($CXX, g++, c++ or clang++)."""
+    names = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    return any(shutil.which(name) for name in names if name)
 
 
 def compiled_kernels_enabled() -> bool:

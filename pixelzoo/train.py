@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from .compiled_kernels import compiled_kernels
+from .compiled_kernels import compiled_kernels, cpu_compiler_available
 from .cpu_allocator import reuse_freed_memory
 from .heads.base import levels_to_unit
 
@@ -718,6 +718,9 @@ def train(config: TrainConfig, *, data=None, eval_data=None,
     """
     info = dist_utils.setup(config.device)
     try:
+        if config.compile_kernels and info.device.type == "cpu" and not cpu_compiler_available():
+            raise ValueError("compile_kernels (--compile-kernels) compiles C++ kernels on the CPU, but no C++ compiler "
+                             "($CXX, g++, c++, clang++) is on PATH: install one, or train without it")
         with compiled_kernels(config.compile_kernels):
             run = _Run(config, info, data, eval_data)
             run.loop(callback)

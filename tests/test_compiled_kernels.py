@@ -120,3 +120,16 @@ def test_train_with_compile_kernels_matches_eager_and_restores_the_switch(tmp_pa
     assert not compiled_kernels_enabled()
     assert len(compiled) == 3
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-5, atol=0.0)
+
+
+def test_train_with_compile_kernels_and_no_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    from pixelzoo import compiled_kernels as ck
+    from pixelzoo.train import TrainConfig, train
+
+    monkeypatch.setattr(ck.shutil, "which", lambda name: None)
+    assert not ck.cpu_compiler_available()
+    config = TrainConfig(model_args=dict(nr_filters=8, nr_resnet=1, num_mixtures=2), steps=1, device="cpu",
+                         compile_kernels=True, out_dir=str(tmp_path / "run"), progress=False)
+    with pytest.raises(ValueError, match="no C\\+\\+ compiler"):
+        train(config)
+    assert not (tmp_path / "run").exists()  # nothing half-written
