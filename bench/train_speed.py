@@ -363,11 +363,8 @@ def main() -> None:
                         "pixelzoo train does on the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if torch.device(args.device).type == "cpu" and not args.no_reuse_memory:
-        reused = reuse_freed_memory()
-    else:
-        reused = False
     device = torch.device(args.device)
+    reused = device.type == "cpu" and not args.no_reuse_memory and reuse_freed_memory()
     variants = args.variants.split(",") + ["bf16"] * args.bf16 + ["compile"] * args.compile
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     matmul = matmul_gflops(device)

@@ -28,8 +28,7 @@ import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 __all__ = ["use_compiled_kernels", "compiled_kernels_enabled", "compiled_kernels", "cpu_compiler_available",
-           "concat_elu_into",
-           "concat_elu_input_grad", "gated_residual", "gated_residual_grad"]
+           "concat_elu_into", "concat_elu_input_grad", "gated_residual", "gated_residual_grad"]
 
 _enabled = False
 
@@ -104,12 +103,14 @@ _compiled: dict[tuple, Callable] = {}
 
 
 def _run(fn: Callable, *args):
-    """``torch.compile(fn)(*args)``, one compiled copy of ``fn`` per argument signature.
+    """``torch.compile(fn)(*args)`` with every (B, C, H, W) tensor argument, and a tensor result, seen as
+    (B, H, W, C): the kernels index channels last, the layout of the buffers.
 
-    Each activation shape gets its own copy of the function (its own code object, so its own dynamo cache
-    with one entry): dynamo checks a call's guards against every entry of a cache in turn, and a U-net
-    has dozens of shapes per kernel.
+    Each argument signature gets its own compiled copy of ``fn`` (its own code object, so its own dynamo
+    cache with one entry): dynamo checks a call's guards against every entry of a cache in turn, and a
+    U-net has dozens of activation shapes per kernel.
     """
+    args = tuple(a.permute(0, 2, 3, 1) if isinstance(a, torch.Tensor) else a for a in args)
     key = (fn.__name__,) + tuple((tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor)
                                  else a for a in args)
     compiled = _compiled.get(key)
@@ -117,7 +118,8 @@ def _run(fn: Callable, *args):
         code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_compiled)}")
         copy = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
         compiled = _compiled[key] = torch.compile(copy, dynamic=False, fullgraph=True)
-    return compiled(*args)
+    out = compiled(*args)
+    return None if out is None else out.permute(0, 3, 1, 2)
 
 
 def concat_elu_into(buf: torch.Tensor, x: torch.Tensor, keep: torch.Tensor | None, top: int, left: int) -> None:
@@ -126,8 +128,7 @@ def concat_elu_into(buf: torch.Tensor, x: torch.Tensor, keep: torch.Tensor | Non
     Shape:
         buf: (B, 2C, H', W') channels-last; x: (B, C, H, W) channels-last; keep: (B, 2C, H, W) 0/1 or None
     """
-    nhwc = [None if t is None else t.permute(0, 2, 3, 1) for t in (buf, x, keep)]
-    _run(_concat_elu_into_kernel, *nhwc, top, left)
+    _run(_concat_elu_into_kernel, buf, x, keep, top, left)
 
 
 def concat_elu_input_grad(g_buf: torch.Tensor, buf: torch.Tensor, keep: torch.Tensor | None, top: int, left: int,
@@ -137,9 +138,7 @@ def concat_elu_input_grad(g_buf: torch.Tensor, buf: torch.Tensor, keep: torch.Te
     Shape:
         g_buf, buf: (B, 2C, H', W') channels-last; keep: (B, 2C, H, W) or None -> (B, C, H, W) channels-last
     """
-    nhwc = [None if t is None else t.permute(0, 2, 3, 1) for t in (g_buf, buf, keep)]
-    g = _run(_concat_elu_input_grad_kernel, *nhwc, top, left, H, W)
-    return g.permute(0, 3, 1, 2)
+    return _run(_concat_elu_input_grad_kernel, g_buf, buf, keep, top, left, H, W)
 
 
 def gated_residual(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -148,8 +147,7 @@ def gated_residual(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     Shape:
         x: (B, F, H, W); c: (B, 2F, H, W), channels-last preferred -> (B, F, H, W)
     """
-    y = _run(_gated_residual_kernel, x.permute(0, 2, 3, 1), c.permute(0, 2, 3, 1))
-    return y.permute(0, 3, 1, 2)
+    return _run(_gated_residual_kernel, x, c)
 
 
 def gated_residual_grad(grad: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -158,5 +156,4 @@ def gated_residual_grad(grad: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     Shape:
         grad: (B, F, H, W); c: (B, 2F, H, W) -> (B, 2F, H, W)
     """
-    g = _run(_gated_residual_grad_kernel, grad.permute(0, 2, 3, 1), c.permute(0, 2, 3, 1))
-    return g.permute(0, 3, 1, 2)
+    return _run(_gated_residual_grad_kernel, grad, c)

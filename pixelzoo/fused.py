@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from . import compiled_kernels as compiled
-from .compiled_kernels import compiled_kernels_enabled, concat_elu_input_grad, concat_elu_into
 
 __all__ = ["dropout_bits", "keep_threshold", "dropout_keep", "concat_elu_padded", "concat_elu_conv2d",
            "gated_residual"]
@@ -64,9 +63,6 @@ def keep_threshold(p: float) -> int:
     return round((1.0 - p) * 2**16) - 2**15
 
 
-_BIT_VALUES = {}  # device -> uint8 tensor [1, 2, 4, ..., 128]
-
-
 def dropout_keep(shape: tuple[int, ...], p: float, device: torch.device | str = "cpu",
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Dropout's keep mask: uint8, 1 where an element is kept (probability ``1 - p``), 0 where it is dropped.
@@ -80,19 +76,17 @@ def dropout_keep(shape: tuple[int, ...], p: float, device: torch.device | str = 
     Shape:
         -> ``shape``, dtype uint8
     """
-    keep_threshold(p)  # validates p
-    n = math.prod(shape)
+    threshold = keep_threshold(p)  # validates p
     if p == 0.0:
         return torch.ones(shape, dtype=torch.uint8, device=device)
     if p != 0.5:
-        return torch.lt(dropout_bits(shape, device, generator), keep_threshold(p)).view(torch.uint8)
-    device = torch.device(device)
+        return torch.lt(dropout_bits(shape, device, generator), threshold).view(torch.uint8)
+    n = math.prod(shape)
     words = torch.empty((n + 63) // 64, dtype=torch.int64, device=device)
     words.random_(-2**63, None, generator=generator)
-    if device not in _BIT_VALUES:
-        _BIT_VALUES[device] = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
+    bit_values = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
     # byte j's bit i decides element 8j + i
-    keep = torch.bitwise_and(words.view(torch.uint8)[:, None], _BIT_VALUES[device]).clamp_max_(1)
+    keep = torch.bitwise_and(words.view(torch.uint8)[:, None], bit_values).clamp_max_(1)
     return _in_nhwc_order(keep.view(-1)[:n], shape)
 
 
@@ -126,8 +120,8 @@ def concat_elu_padded(x: torch.Tensor, pad: Pad = (0, 0, 0, 0), keep: torch.Tens
             nhwc[:, rows, cols].zero_()
     else:  # one memset beats zeroing the strided border columns of an NCHW buffer
         buf = torch.zeros(shape, dtype=x.dtype, device=x.device)
-    if memory_format == torch.channels_last and compiled_kernels_enabled():
-        concat_elu_into(buf, x, keep, top, left)
+    if _compiled_for(memory_format):
+        compiled.concat_elu_into(buf, x, keep, top, left)
         return buf
     inner = buf[:, :, top:top + H, left:left + W]
     # With m = expm1(-|x|): elu(x) = max(x, m) and elu(-x) = max(-x, m) (expm1(v) >= v, with equality only
@@ -169,8 +163,8 @@ class _ConcatEluConv2d(torch.autograd.Function):
         if need_x:
             B, C, H, W = x_shape
             left, _, top, _ = pad
-            if memory_format == torch.channels_last and compiled_kernels_enabled():
-                g_x = concat_elu_input_grad(g_buf, buf, keep, top, left, H, W).to(x_dtype)
+            if _compiled_for(memory_format):
+                g_x = compiled.concat_elu_input_grad(g_buf, buf, keep, top, left, H, W).to(x_dtype)
             else:
                 window = (slice(None), slice(None), slice(top, top + H), slice(left, left + W))
                 # d elu(v)/dv from the output e = elu(v): 1 for e > 0, e + 1 otherwise (torch's elu_backward
@@ -181,6 +175,11 @@ class _ConcatEluConv2d(torch.autograd.Function):
                     g.mul_(keep)
                 g_x = (g[:, :C] - g[:, C:]).to(x_dtype)
         return (g_x, *_weight_grads(g_w, g_b, has_bias, p, weight), None, None, None, None, None, None, None)
+
+
+def _compiled_for(memory_format: torch.memory_format) -> bool:
+    """Whether the concat_elu kernels of :mod:`pixelzoo.compiled_kernels` serve this buffer layout now."""
+    return memory_format == torch.channels_last and compiled.compiled_kernels_enabled()
 
 
 def _weight_grads(g_w, g_b, has_bias: bool, p: float, weight: torch.Tensor):
@@ -228,7 +227,7 @@ class _GatedResidual(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, c):
         ctx.save_for_backward(c)
-        if compiled_kernels_enabled():
+        if compiled.compiled_kernels_enabled():
             return compiled.gated_residual(x, c)
         a, b = c.chunk(2, dim=1)
         return torch.addcmul(x, a, torch.sigmoid(b))  # two passes; under autocast it promotes like x + a σ(b)
@@ -236,7 +235,7 @@ class _GatedResidual(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (c,) = ctx.saved_tensors
-        if compiled_kernels_enabled():
+        if compiled.compiled_kernels_enabled():
             return grad if ctx.needs_input_grad[0] else None, compiled.gated_residual_grad(grad, c)
         a, b = c.chunk(2, dim=1)
         F_ = a.shape[1]

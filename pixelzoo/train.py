@@ -450,8 +450,6 @@ class _Run:
         from timm.utils import ModelEmaV3
 
         self.config, self.info = config, info
-        if config.reuse_cpu_memory and info.device.type == "cpu":
-            reuse_freed_memory()  # no page faults on each step's fresh activation buffers
         self.out_dir = Path(config.out_dir)
         self.ckpt_path = self.out_dir / ckpt.CHECKPOINT_NAME
         saved = self._open_checkpoint()
@@ -718,9 +716,12 @@ def train(config: TrainConfig, *, data=None, eval_data=None,
     """
     info = dist_utils.setup(config.device)
     try:
-        if config.compile_kernels and info.device.type == "cpu" and not cpu_compiler_available():
+        on_cpu = info.device.type == "cpu"
+        if config.compile_kernels and on_cpu and not cpu_compiler_available():
             raise ValueError("compile_kernels (--compile-kernels) compiles C++ kernels on the CPU, but no C++ compiler "
                              "($CXX, g++, c++, clang++) is on PATH: install one, or train without it")
+        if config.reuse_cpu_memory and on_cpu:
+            reuse_freed_memory()  # no page faults on each step's fresh activation buffers
         with compiled_kernels(config.compile_kernels):
             run = _Run(config, info, data, eval_data)
             run.loop(callback)
