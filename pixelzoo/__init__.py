@@ -9,6 +9,7 @@ from .registry import (Preset, create_model, get_preset, list_backbones, list_he
                        register_backbone, register_head, register_model)
 from .model import PixelZooModel
 from .hub import from_pretrained
+from .importers import from_pclucas14
 from .receptive_field import declared_receptive_field, receptive_field
 from .version import __version__
 from . import heads as _heads  # noqa: F401  (registers the built-in heads)
@@ -19,6 +20,7 @@ __all__ = [
     "Preset",
     "create_model",
     "declared_receptive_field",
+    "from_pclucas14",
     "from_pretrained",
     "get_preset",
     "list_backbones",

@@ -239,6 +239,17 @@ def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor]) -> None:
     atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))
 
 
+def check_destination_folder(folder: Path) -> None:
+    """A model folder can be written at ``folder``: it is a folder or does not exist, nor does any file block it."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            where = "" if path == folder else f" (its parent {path} is a file)"
+            raise ValueError(f"cannot save a model to {folder}{where}: {path} is a file, not a folder. A model is a "
+                             f"folder (config.json, model.safetensors, README.md): choose a folder path")
+        if path.exists():
+            break
+
+
 def write_model_files(model: PixelZooModel, save_directory: str | os.PathLike, *,
                       ema: nn.Module | Mapping[str, torch.Tensor] | None = None, include_raw: bool = False) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (EMA weights if ``ema`` is given), each atomically.
@@ -247,6 +258,7 @@ def write_model_files(model: PixelZooModel, save_directory: str | os.PathLike, *
     otherwise a stale ``model_raw.safetensors`` from an earlier save is removed.
     """
     folder = Path(save_directory)
+    check_destination_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     own = model.state_dict()
     if ema is not None:
@@ -281,6 +293,7 @@ def save_pretrained(model: PixelZooModel, save_directory: str | os.PathLike, *,
         the folder.
     """
     info = CardInfo.coerce(card)  # a bad card fails before anything is written
+    check_destination_folder(Path(save_directory))
     folder = write_model_files(model, save_directory, ema=ema, include_raw=include_raw)
     card_path = folder / CARD_NAME
     if overwrite_card or not card_path.exists():

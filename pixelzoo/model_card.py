@@ -40,6 +40,7 @@ class CardInfo:
         license: SPDX-style license id of the weights (default ``"mit"``).
         model_name: title of the card (default: the repo's name).
         description: a paragraph under the title (default: one generated from the config).
+        provenance: where the weights come from (e.g. the file a checkpoint was converted from), in Markdown.
     """
 
     dataset: str | None = None
@@ -57,6 +58,7 @@ class CardInfo:
     license: str = "mit"
     model_name: str | None = None
     description: str | None = None
+    provenance: str | None = None
 
     @classmethod
     def coerce(cls, info: "CardInfo | Mapping[str, Any] | None") -> "CardInfo":
@@ -110,6 +112,7 @@ def build_model_card(model, info: CardInfo | Mapping[str, Any] | None = None, *,
         info.description or _default_description(model),
         _summary_table(model, ema, raw_weights_file),
         _results(info, exact),
+        f"## Provenance\n\n{info.provenance}" if info.provenance else "",
         _usage(model, repo_id),
         _recipe(info, ema),
     ) if part)

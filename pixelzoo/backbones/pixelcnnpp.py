@@ -171,6 +171,16 @@ _preset("pixelcnnpp_mnist", image_shape=(1, 28, 28),
         backbone_args=dict(nr_resnet=1, nr_filters=32, dropout=0.0), head_args=dict(num_mixtures=5),
         metadata=dict(dataset="mnist", hub_id="pixelzoo/pixelcnnpp-mnist",
                       notes="A small 1-channel U-net that trains on 2 CPU cores; the zoo's MNIST checkpoint."))
+_preset("pixelcnnpp_fashion_mnist", image_shape=(1, 28, 28),
+        backbone_args=dict(nr_resnet=1, nr_filters=32, dropout=0.0), head_args=dict(num_mixtures=5),
+        metadata=dict(dataset="fashion_mnist",
+                      notes="pixelcnnpp_mnist's U-net trained on Fashion-MNIST: the foreground model of the OOD "
+                            "study (pixelzoo.ood)."))
+_preset("pixelcnnpp_fashion_mnist_background", image_shape=(1, 28, 28),
+        backbone_args=dict(nr_resnet=1, nr_filters=32, dropout=0.0), head_args=dict(num_mixtures=5),
+        metadata=dict(dataset="fashion_mnist",
+                      notes="The foreground's architecture trained on mutated Fashion-MNIST (--mutation-rate): the "
+                            "background model of the likelihood ratio of Ren et al. (NeurIPS 2019)."))
 
 # The paper's other CIFAR-10 rows and ablations (§3.2, §3.4): the cifar10 preset with one thing changed.
 _CIFAR_ARGS = dict(image_shape=(3, 32, 32), head_args=dict(num_mixtures=10))

@@ -269,3 +269,11 @@ for (_variant, _field), _bpd in _TABLE2.items():
                       paper_bits_per_dim=_bpd, paper_row=f"Field={_field[0]}x{_field[1]}, {_ROW_NAMES[_variant]}",
                       notes="Layer layout, width (160), dropout (0.5) and mixtures (10) are pixelzoo's: the paper "
                             "gives only the field and the variant. The field is exact (see pixelzoo.backbones.small).")))
+
+# A local model for likelihood-ratio OOD scores (Zhang, Zhang & McDonagh, NeurIPS 2021): a 5x3 field (two pixels
+# to the left, the 5x3 rectangle above) explains pixel-level statistics and little else.
+register_model(Preset(
+    name="small_plain_local_28", backbone="small_plain", head="dlogistic", image_shape=(1, 28, 28),
+    backbone_args=dict(field=[5, 3], nr_filters=32, dropout=0.0), head_args=dict(num_mixtures=5),
+    metadata=dict(dataset="fashion_mnist",
+                  notes="Local model of the OOD study: a 5x3 receptive field on 1x28x28 images (pixelzoo.ood).")))
