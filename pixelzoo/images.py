@@ -11,7 +11,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-__all__ = ["make_grid", "save_grid", "atomic_write_bytes"]
+__all__ = ["make_grid", "save_grid", "atomic_write_bytes", "heat_colors", "save_png"]
 
 
 def make_grid(images: torch.Tensor, bits: int = 8, nrow: int | None = None, padding: int = 2,
@@ -66,5 +66,35 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, bits: int = 8, nrow
 
     buf = io.BytesIO()
     Image.fromarray(make_grid(images, bits, nrow, scale=scale)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+# Anchors of a perceptually ordered black -> purple -> orange -> pale-yellow ramp (close to matplotlib's
+# "inferno"), so that heat maps need no plotting library.
+_HEAT_ANCHORS = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
+                          [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+def heat_colors(values: torch.Tensor | np.ndarray, vmax: float, vmin: float = 0.0) -> np.ndarray:
+    """Map values to RGB colours on a dark-to-bright ramp, clipped to ``[vmin, vmax]``.
+
+    Shape:
+        values: (...) float -> (..., 3) uint8
+    """
+    v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    t = np.clip((v - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0) * (len(_HEAT_ANCHORS) - 1)
+    lo = np.floor(t).astype(int).clip(0, len(_HEAT_ANCHORS) - 2)
+    frac = (t - lo)[..., None]
+    rgb = _HEAT_ANCHORS[lo] * (1 - frac) + _HEAT_ANCHORS[lo + 1] * frac
+    return rgb.round().astype(np.uint8)
+
+
+def save_png(picture: np.ndarray, path: str | os.PathLike) -> Path:
+    """Save an (H, W) or (H, W, 3) uint8 array as a PNG, atomically; returns the path."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

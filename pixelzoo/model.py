@@ -172,6 +172,18 @@ class PixelZooModel(
         params = self(x, labels)
         return self.head.nll(params, x.to(params.device), generator=generator).sum(dim=(1, 2))
 
+    def nll_map(self, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Nats of each sub-pixel given everything before it (earlier pixels; for coupled heads, R, then G given
+        R, then B given R and G). Sums over (C, H, W) to :meth:`nll`; for a bound head (``clogistic``) the terms
+        are the bound's, drawn with ``generator`` as :meth:`nll` draws them.
+
+        Shape:
+            x: (B, C, H, W) integer levels; labels: (B,) or None -> (B, C, H, W)
+        """
+        params = self(x, labels)
+        return self.head.nll_map(params, x.to(params.device), generator=generator)
+
     def bits_per_dim(self, x: torch.Tensor, labels: torch.Tensor | None = None, *,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Total nats / (B · C · H · W · ln 2) over exactly the images given; a scalar."""

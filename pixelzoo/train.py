@@ -43,6 +43,7 @@ from . import distributed as dist_utils
 from .compiled_kernels import compiled_kernels, cpu_compiler_available
 from .cpu_allocator import reuse_freed_memory
 from .heads.base import levels_to_unit
+from .mutation import mutate, mutation_generator
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "build_model", "export_model",
            "BatchBitsPerDim", "compile_for_training", "epoch_batches"]
@@ -83,6 +84,8 @@ class TrainConfig:
     ema_decay: float = 0.9995  # Polyak/EMA decay of the weights that are evaluated and exported
     ema_warmup: bool = False  # timm ModelEmaV3 decay warm-up (off: the reference's constant decay)
     init_batch_size: int = 16  # images for the data-dependent init of a fresh run (0: skip it)
+    weight_decay: float = 0.0  # L2 on the effective weights (the weight-norm gains g; see _param_groups)
+    mutation_rate: float = 0.0  # replace each training sub-pixel by a uniform level with this probability
     seed: int = 0  # seeds model init, data order (seed + epoch) and dropout (seed + 1 + rank)
     # --- bookkeeping --------------------------------------------------------------------------------
     out_dir: str = "runs/pixelzoo"  # run directory: checkpoint, metrics, samples, exported model
@@ -130,6 +133,10 @@ class TrainConfig:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if not 0.0 <= self.mutation_rate <= 1.0:
+            problems.append(f"mutation_rate must be in [0, 1], got {self.mutation_rate}")
+        if not self.weight_decay >= 0.0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             problems.append(f"max_minutes must be > 0 or None, got {self.max_minutes}")
         if self.eval_limit is not None and self.eval_limit < 1:
@@ -163,7 +170,7 @@ class TrainConfig:
 # Fields that decide the trajectory: a resume must keep them (the others, such as steps, may change).
 _FIXED_ON_RESUME = ("model", "backbone", "head", "model_args", "init_from", "dtype", "data", "split",
                     "batch_size", "lr", "lr_decay", "betas", "eps", "grad_clip", "ema_decay", "ema_warmup",
-                    "init_batch_size", "seed", "bf16")
+                    "init_batch_size", "seed", "bf16", "weight_decay", "mutation_rate")
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -353,6 +360,9 @@ class _MetricsLog:
 
 def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
     current = config.to_dict()
+    # A run saved before a field existed ran with that field's default.
+    saved = {**{f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}, **saved}
     changed = [k for k in _FIXED_ON_RESUME if saved.get(k) != current.get(k)]
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
@@ -443,6 +453,25 @@ def _card(config: TrainConfig, train_data, eval_record: dict[str, Any] | None, s
     return card
 
 
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Adam's parameter groups: with ``weight_decay`` > 0, L2 on the weight-norm gains g and on the plain weights
+    of layers without weight norm; none on the directions v, the biases or other vectors.
+
+    Why the gains: a weight-normed layer's effective weight is ``W = g·v/‖v‖``, so ``‖W_o‖ = |g_o|`` for each
+    output o and ``Σ g² = ‖W‖²``: decaying g is exactly L2 on the effective weights, while decaying v would
+    only change the step size (W does not depend on ‖v‖). Adam's coupled ``weight_decay`` adds ``λ·g`` to the
+    gradient of the loss (mean bits/dim of the batch): the gradient of ``λ/2 · Σ ‖W‖²``.
+    """
+    if weight_decay == 0.0:
+        return [{"params": list(model.parameters())}]
+    decayed, rest = [], []
+    for name, p in model.named_parameters():
+        gain = name.endswith("parametrizations.weight.original0")
+        plain = p.dim() > 1 and "parametrizations" not in name
+        (decayed if gain or plain else rest).append(p)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
 class _Run:
     """One (re)start of a training run on this process: its state, and the steps :func:`train` takes."""
 
@@ -463,7 +492,8 @@ class _Run:
             raise ValueError(f"cannot resume exactly: the run trained on {saved['train_images']} images, the data now "
                              f"has {len(self.train_data)}; resume with the same data")
         self.use_bf16 = config.bf16 if config.bf16 is not None else info.device.type == "cuda"
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
+        self.optimizer = torch.optim.Adam(_param_groups(self.model, config.weight_decay), lr=config.lr,
+                                          betas=config.betas, eps=config.eps)
         if saved is not None:
             self.model.load_state_dict(saved["model"])
         else:
@@ -566,6 +596,9 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * config.lr_decay ** self.step
         self.optimizer.zero_grad(set_to_none=True)
+        if config.mutation_rate > 0:
+            x = mutate(x, config.mutation_rate, self.model.bits,
+                       mutation_generator(config.seed, self.step, self.info.rank))
         with torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             loss = self.net(x, y)
         loss.backward()

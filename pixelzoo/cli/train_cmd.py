@@ -20,8 +20,8 @@ from .common import apply_threads
 # TrainConfig fields set by a flag of the same name (--out sets out_dir).
 _FIELDS = ("init_from", "dtype", "data", "split", "eval_data", "eval_split", "eval_limit", "steps", "epochs",
            "max_minutes", "batch_size", "lr", "lr_decay", "eps", "grad_clip", "ema_decay", "ema_warmup",
-           "init_batch_size", "seed", "checkpoint_every", "eval_every", "eval_batch_size", "sample_every",
-           "num_samples", "log_every", "device", "bf16", "compile", "compile_kernels",
+           "init_batch_size", "seed", "weight_decay", "mutation_rate", "checkpoint_every", "eval_every",
+           "eval_batch_size", "sample_every", "num_samples", "log_every", "device", "bf16", "compile", "compile_kernels",
            "num_workers", "reuse_cpu_memory")
 
 
@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--init-batch-size", type=int, default=None, help="images for the data-dependent init "
                    "(default 16; 0 skips it)")
     o.add_argument("--seed", type=int, default=None)
+    o.add_argument("--mutation-rate", type=float, default=None, metavar="MU",
+                   help="background-model training (Ren et al. 2019): replace each sub-pixel of every training image, "
+                   "independently with probability MU, by a uniformly drawn level; fresh draws every step, seeded by "
+                   "(seed, step, rank) so resume stays exact (default 0)")
+    o.add_argument("--weight-decay", type=float, default=None, metavar="L",
+                   help="L2 on the effective weights: Adam's weight decay on the weight-norm gains g (sum g^2 = sum "
+                   "||W||^2; decaying the directions v would not change W), none on biases (default 0)")
     r = p.add_argument_group("run directory")
     r.add_argument("--out", default=None, help="run directory (default runs/pixelzoo)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint; without a "

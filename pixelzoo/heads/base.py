@@ -118,6 +118,20 @@ class Head(nn.Module):
         with _no_autocast(params.device.type):
             return self._nll(float_params(params), x, generator=generator)
 
+    def nll_map(self, params: torch.Tensor, x: torch.Tensor, *,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Nats of every sub-pixel given everything before it: channel c of a pixel given channels < c.
+
+        Sums over channels to :meth:`nll` (to float rounding). For a bound head (``exact = False``) the terms
+        are the bound's per-sub-pixel parts, drawn with the same ``generator`` in the same order as :meth:`nll`.
+
+        Shape:
+            params: (B, P, H, W); x: (B, C, H, W) integer levels -> (B, C, H, W) float32/64
+        """
+        self._check(params, x)
+        with _no_autocast(params.device.type):
+            return self._nll_map(float_params(params), x, generator=generator)
+
     @torch.no_grad()
     def sample(self, params: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw integer levels, sequentially over channels inside each pixel, from one network output.
@@ -134,3 +148,6 @@ class Head(nn.Module):
 
     def _sample(self, params: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def _nll_map(self, params: torch.Tensor, x: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no per-sub-pixel NLL map")

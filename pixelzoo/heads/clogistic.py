@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..registry import register_head
 from .base import _no_autocast, float_params, levels_to_unit, uniform
-from .dlogistic import DiscretizedLogisticMixture
+from .dlogistic import DiscretizedLogisticMixture, sub_pixel_terms
 
 __all__ = ["ContinuousLogisticMixture", "dequantize", "continuous_to_levels"]
 
@@ -99,6 +99,12 @@ class ContinuousLogisticMixture(DiscretizedLogisticMixture):
     # ----------------------------------------------------------------- density
     def _log_density(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Joint log-density of y (B, C, H, W) lying in the bins of the levels x -> (B, H, W)."""
+        logits, log_p = self._channel_component_log_density(params, x, y)
+        return torch.logsumexp(F.log_softmax(logits, dim=1) + log_p.sum(dim=1), dim=1)
+
+    def _channel_component_log_density(self, params: torch.Tensor, x: torch.Tensor,
+                                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixture logits (B, M, H, W) and each sub-pixel's log-density under each component (B, C, M, H, W)."""
         logits, means, log_s, coeffs = self._unpack(params)
         means = self._coupled_means(means, coeffs, levels_to_unit(x, self.bits, params.dtype))
         inv_s = torch.exp(-log_s)
@@ -109,8 +115,7 @@ class ContinuousLogisticMixture(DiscretizedLogisticMixture):
         k = x[:, :, None]
         tail = torch.where(k == 0, -F.softplus((means + edge_at) * inv_s), -F.softplus((edge_at - means) * inv_s))
         edge = (k == 0) | (k == self.levels - 1)
-        log_p = torch.where(edge, torch.logaddexp(log_pdf, tail - math.log(self.bin_width)), log_pdf)
-        return torch.logsumexp(F.log_softmax(logits, dim=1) + log_p.sum(dim=1), dim=1)
+        return logits, torch.where(edge, torch.logaddexp(log_pdf, tail - math.log(self.bin_width)), log_pdf)
 
     def log_density(self, params: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Log-density of continuous values ``y ∈ [-1 - h, 1 + h]^C`` (each sub-pixel's bin from
@@ -147,6 +152,15 @@ class ContinuousLogisticMixture(DiscretizedLogisticMixture):
         total = 0.0
         for _ in range(self.num_draws):
             total = total + self._dequantized_nll(params, x, uniform(tuple(x.shape), params, generator))
+        return total / self.num_draws
+
+    def _nll_map(self, params, x, *, generator):
+        # The same draws, in the same order, as _nll: the map sums to the bound nll reports.
+        total = 0.0
+        for _ in range(self.num_draws):
+            y = dequantize(x, uniform(tuple(x.shape), params, generator), self.bits)
+            logits, log_p = self._channel_component_log_density(params, x, y)
+            total = total + sub_pixel_terms(logits, log_p) - math.log(self.bin_width)
         return total / self.num_draws
 
     # -------------------------------------------------- induced discrete model

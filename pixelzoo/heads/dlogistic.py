@@ -17,7 +17,7 @@ from ..registry import register_head
 from .base import Head, levels_to_unit, log1mexp, uniform, unit_to_levels
 from .dlogistic_fused import DLogisticSpec, dlogistic_nll
 
-__all__ = ["DiscretizedLogisticMixture", "coupling_pairs", "unpack_mixture_params"]
+__all__ = ["DiscretizedLogisticMixture", "coupling_pairs", "unpack_mixture_params", "sub_pixel_terms"]
 
 # Uniform noise for the Gumbel-max indicator and the logistic draw stays inside (1e-5, 1 - 1e-5) so that
 # log(-log u) and log(u) - log(1 - u) stay finite (the reference sampler's bounds).
@@ -54,6 +54,20 @@ def unpack_mixture_params(params: torch.Tensor, channels: int, num_mixtures: int
     means, log_scales = rearrange(params[:, M:M + n], "b (c p m) h w -> p b c m h w", c=channels, p=2, m=M)
     coeffs = rearrange(params[:, M + n:], "b (q m) h w -> b q m h w", m=M)
     return logits, means, log_scales, coeffs
+
+
+def sub_pixel_terms(logits: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """Negative log of each sub-pixel's conditional under a mixture whose indicator the channels share.
+
+    With ``L_c = logsumexp_m(log π_m + Σ_{c' <= c} log p_m(x_c' | x_<c'))`` (the log-probability of the first
+    c + 1 channels, the mixture marginalised), channel c's term is ``L_{c-1} - L_c`` (``L_{-1} = 0``): the nats
+    of ``x_c`` given the earlier channels. The terms sum to ``-L_{C-1}``, the pixel's NLL.
+
+    Shape:
+        logits: (B, M, H, W); log_p: (B, C, M, H, W) -> (B, C, H, W)
+    """
+    joint = torch.logsumexp(F.log_softmax(logits, dim=1)[:, None] + log_p.cumsum(dim=1), dim=2)  # L_c
+    return torch.cat([-joint[:, :1], joint[:, :-1] - joint[:, 1:]], dim=1)
 
 
 @register_head("dlogistic")
@@ -120,6 +134,16 @@ class DiscretizedLogisticMixture(Head):
         Shape:
             params: (B, P, H, W) float32/64; x: (B, C, H, W) integer levels -> (B, M, H, W)
         """
+        logits, log_p = self.channel_component_log_probs(params, x)
+        return log_p.sum(dim=1) + F.log_softmax(logits, dim=1)
+
+    def channel_component_log_probs(self, params: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixture logits and ``log P_m(x_c | x_<c)`` of every sub-pixel under every component m.
+
+        Shape:
+            params: (B, P, H, W) float32/64; x: (B, C, H, W) integer levels -> logits (B, M, H, W),
+            log-probabilities (B, C, M, H, W)
+        """
         logits, means, log_scales, coeffs = self._unpack(params)
         xu = levels_to_unit(x, self.bits, params.dtype)
         centered = xu[:, :, None] - self._coupled_means(means, coeffs, xu)
@@ -134,8 +158,11 @@ class DiscretizedLogisticMixture(Head):
         log_cdf_plus = torch.where(k < self.levels - 1, -F.softplus(-plus), 0.0)
         log_sf_minus = torch.where(k > 0, -F.softplus(minus), 0.0)
         interior = torch.where((k > 0) & (k < self.levels - 1), log1mexp(2.0 * half_bin * inv_s), 0.0)
-        log_p = (log_cdf_plus + log_sf_minus + interior).sum(dim=1)
-        return log_p + F.log_softmax(logits, dim=1)
+        return logits, log_cdf_plus + log_sf_minus + interior
+
+    def _nll_map(self, params, x, *, generator):
+        logits, log_p = self.channel_component_log_probs(params, x)
+        return sub_pixel_terms(logits, log_p)
 
     def _nll(self, params, x, *, generator):
         if torch.compiler.is_compiling():  # inductor fuses the plain formula itself

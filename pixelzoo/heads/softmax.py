@@ -107,6 +107,9 @@ class CoupledSoftmax(Head):
     def _nll(self, params, x, *, generator):
         return -self._channel_log_probs(params, x).sum(dim=1)
 
+    def _nll_map(self, params, x, *, generator):
+        return -self._channel_log_probs(params, x)
+
     def _sample(self, params, *, generator):
         # Inverse-CDF sampling in float64, one uniform per sub-pixel, drawn channel by channel (R, G, B);
         # each sampled level, mapped like the network input, conditions the later channels.
