@@ -5,7 +5,8 @@
     >>> bpd = m.bits_per_dim(x)            # x: (B, 3, 32, 32) uint8
     >>> imgs = m.sample(4)                 # (4, 3, 32, 32) uint8
 """
-from .registry import (Preset, create_model, get_preset, list_backbones, list_heads, list_models,
+from .builder import create_model
+from .registry import (Preset, get_preset, list_backbones, list_heads, list_models,
                        register_backbone, register_head, register_model)
 from .model import PixelZooModel
 from .hub import from_pretrained

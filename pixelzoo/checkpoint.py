@@ -123,8 +123,7 @@ def model_from_config(model_config: dict[str, Any]):
     """A freshly initialised model with the architecture of ``PixelZooModel.config``."""
     from .model import PixelZooModel
 
-    keys = ("backbone", "head", "image_shape", "backbone_args", "head_args", "bits", "num_classes")
-    return PixelZooModel(**{k: model_config[k] for k in keys if k in model_config})
+    return PixelZooModel.from_config(model_config)
 
 
 def model_from_checkpoint(path: str | os.PathLike, weights: str = "ema",

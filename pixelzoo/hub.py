@@ -71,7 +71,8 @@ HUB_DIR_ENV = "PIXELZOO_HUB_DIR"
 
 _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "library": str, "library_version": str, "format_version": int, "backbone": str, "backbone_args": dict,
-    "head": str, "head_args": dict, "image_shape": list, "bits": int, "num_classes": int,
+    "head": str, "head_args": dict, "image_shape": list, "bits": int, "num_classes": int, "num_codes": int,
+    "code_embedding_dim": int, "cond_channels": int,
 }
 _REQUIRED = ("library", "format_version", "backbone", "head", "image_shape")
 _MAX_LISTED = 12
@@ -161,10 +162,7 @@ def model_from_config(config: Mapping[str, Any], source: str = "config") -> Pixe
     """Build the (untrained) model a config describes, through the registry only."""
     check_config(dict(config), source)
     try:
-        return PixelZooModel(
-            backbone=config["backbone"], head=config["head"], image_shape=config["image_shape"],
-            backbone_args=config.get("backbone_args") or {}, head_args=config.get("head_args") or {},
-            bits=config.get("bits", 8), num_classes=config.get("num_classes", 0))
+        return PixelZooModel.from_config(config)
     except (ValueError, TypeError) as e:
         hint = (" If a plugin package registers that name, import it before loading."
                 if str(e).startswith("Unknown") else "")

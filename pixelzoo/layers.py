@@ -13,6 +13,7 @@ and supports the reference's data-dependent initialisation (:func:`data_dependen
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -34,9 +35,53 @@ __all__ = [
     "DownRightShiftedConvTranspose2d",
     "NIN",
     "GatedResnet",
+    "Conditioning",
+    "add_spatial_conditioning",
     "data_dependent_init",
     "count_parameters",
 ]
+
+
+@dataclass
+class Conditioning:
+    """What a model conditions on besides the image: a one-hot class vector and/or a spatial map.
+
+    The map (B, D, h, w) is data the model conditions on, never part of what it models: every gated block
+    adds a learned 1x1 projection of it, resized (nearest) to the block's resolution, to its gate input, as it
+    adds the class bias (the conditional PixelCNN's spatial term, van den Oord et al. 2016). Resized maps are
+    kept per resolution, so the blocks of one resolution share one resize.
+
+    Shape:
+        onehot: (B, num_classes) or None; map: (B, D, h, w) float or None
+    """
+
+    onehot: torch.Tensor | None = None
+    map: torch.Tensor | None = None
+    _resized: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def map_at(self, height: int, width: int) -> torch.Tensor:
+        """The map resized (nearest) to ``height x width``: (B, D, height, width)."""
+        key = (height, width)
+        if key not in self._resized:
+            m = self.map
+            self._resized[key] = m if tuple(m.shape[-2:]) == key else F.interpolate(m, size=key, mode="nearest")
+        return self._resized[key]
+
+
+def split_conditioning(cond: "Conditioning | torch.Tensor | None") -> tuple[torch.Tensor | None, Conditioning | None]:
+    """(one-hot, the Conditioning holding a map or None) from what a backbone was given as ``cond``."""
+    if isinstance(cond, Conditioning):
+        return cond.onehot, (cond if cond.map is not None else None)
+    return cond, None
+
+
+def add_spatial_conditioning(module: nn.Module, channels: int) -> int:
+    """Give every :class:`GatedResnet` inside ``module`` a spatial conditioning term of ``channels`` map
+    channels (a (D, 2F) projection, N(0, 0.05) like the class bias); returns how many blocks got one."""
+    blocks = [m for m in module.modules() if isinstance(m, GatedResnet)]
+    for block in blocks:
+        block.enable_spatial_conditioning(channels)
+    return len(blocks)
 
 
 def _shift(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -269,12 +314,30 @@ class GatedResnet(nn.Module):
         self.cond_bias = None
         if num_classes:
             self.cond_bias = nn.Parameter(torch.randn(num_classes, 2 * channels) * 0.05)
+        self.map_proj = None
+
+    def enable_spatial_conditioning(self, channels: int) -> None:
+        """Add the spatial term: ``resize(map) · P`` with P (channels, 2F) added to the gate input."""
+        self.map_proj = nn.Parameter(torch.randn(channels, self.conv_out.out_channels) * 0.05)
+
+    def conditioning_terms(self, c2: torch.Tensor, cond) -> torch.Tensor:
+        """``c2`` (B, 2F, H, W) plus the class bias and the spatial term this block has."""
+        onehot, spatial = split_conditioning(cond)
+        if self.cond_bias is not None:
+            c2 = c2 + (onehot.to(c2.dtype) @ self.cond_bias.to(c2.dtype))[:, :, None, None]
+        if self.map_proj is not None:
+            m = spatial.map_at(*c2.shape[-2:]).to(c2.dtype)
+            c2 = c2 + torch.einsum("bdhw,dk->bkhw", m, self.map_proj.to(c2.dtype))
+        return c2
 
     def forward(self, x: torch.Tensor, a: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.nin_aux is not None and a is None:
             raise ValueError("this GatedResnet was built with an auxiliary input; pass a=")
-        if self.cond_bias is not None and cond is None:
+        onehot, spatial = split_conditioning(cond)
+        if self.cond_bias is not None and onehot is None:
             raise ValueError("this GatedResnet is class-conditional; pass cond=")
+        if self.map_proj is not None and spatial is None:
+            raise ValueError("this GatedResnet conditions on a spatial map; pass cond=Conditioning(map=...)")
         if self.checkpointing and self.training and torch.is_grad_enabled():
             # Keep only the block's inputs; its activations are recomputed (with the same dropout mask,
             # since checkpoint replays the RNG state) during the backward pass.
@@ -297,9 +360,7 @@ class GatedResnet(nn.Module):
         if self.dropout.training and p > 0:
             B, F_, H, W = c1.shape
             keep = dropout_keep((B, 2 * F_, H, W), p, c1.device)
-        c2 = self.conv_out(c1, keep=keep, p=p, **fused)
-        if self.cond_bias is not None:
-            c2 = c2 + (cond.to(c2.dtype) @ self.cond_bias.to(c2.dtype))[:, :, None, None]
+        c2 = self.conditioning_terms(self.conv_out(c1, keep=keep, p=p, **fused), cond)
         return gated_residual(x, c2)
 
     def _forward_composite(self, x: torch.Tensor, a: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
@@ -308,9 +369,7 @@ class GatedResnet(nn.Module):
         c1 = self.conv_in(concat_elu(x))
         if self.nin_aux is not None:
             c1 = c1 + self.nin_aux(concat_elu(a))
-        c2 = self.conv_out(self.dropout(concat_elu(c1)))
-        if self.cond_bias is not None:
-            c2 = c2 + (cond.to(c2.dtype) @ self.cond_bias.to(c2.dtype))[:, :, None, None]
+        c2 = self.conditioning_terms(self.conv_out(self.dropout(concat_elu(c1))), cond)
         a_, b_ = c2.chunk(2, dim=1)
         return x + a_ * torch.sigmoid(b_)
 

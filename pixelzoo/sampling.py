@@ -13,7 +13,7 @@ import torch
 
 from .cached import build_cached, cached_class, no_cache_error
 from .cached.layers import CachedConv
-from .heads.base import levels_to_unit
+from .heads.base import check_temperature
 
 __all__ = ["sample", "complete", "sample_naive", "sample_cached", "resolve_method", "output_dtype"]
 
@@ -23,12 +23,13 @@ def output_dtype(bits: int) -> torch.dtype:
     return torch.uint8 if bits <= 8 else torch.int32
 
 
-def _prepare(model, n: int, labels):
+def _prepare(model, n: int, labels, cond_map):
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     labels = model.check_labels(labels, n)
+    cond_map = model.check_cond_map(cond_map, n)
     dtype = model.proj.bias.dtype
-    return labels, model.condition(labels, dtype), dtype
+    return labels, model.condition(labels, dtype, cond_map), dtype
 
 
 def _canvas(model, n: int, canvas: torch.Tensor | None) -> torch.Tensor:
@@ -37,8 +38,8 @@ def _canvas(model, n: int, canvas: torch.Tensor | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_naive(model, n: int, labels=None, *, generator: torch.Generator | None = None,
-                 canvas: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+def sample_naive(model, n: int, labels=None, *, cond_map=None, generator: torch.Generator | None = None,
+                 canvas: torch.Tensor | None = None, start: int = 0, temperature: float = 1.0) -> torch.Tensor:
     """Run the whole network once per remaining pixel and draw that pixel from the head.
 
     ``canvas`` (n, C, H, W) integer levels with the pixels before raster index ``start`` already filled
@@ -47,19 +48,20 @@ def sample_naive(model, n: int, labels=None, *, generator: torch.Generator | Non
     Shape:
         -> (n, C, H, W) int64 levels
     """
-    labels, cond, dtype = _prepare(model, n, labels)
+    labels, cond, dtype = _prepare(model, n, labels, cond_map)
     C, H, W = model.image_shape
     x = _canvas(model, n, canvas)
     for idx in range(start, H * W):
         i, j = divmod(idx, W)
-        params = model.params_from_unit(levels_to_unit(x, model.bits, dtype), cond)
-        x[:, :, i, j] = model.head.sample(params[:, :, i:i + 1, j:j + 1], generator=generator)[:, :, 0, 0]
+        params = model.params_from_unit(model.encode(x, dtype), cond)
+        x[:, :, i, j] = model.head.sample(params[:, :, i:i + 1, j:j + 1], generator=generator,
+                                          temperature=temperature)[:, :, 0, 0]
     return x
 
 
 @torch.no_grad()
-def sample_cached(model, n: int, labels=None, *, generator: torch.Generator | None = None,
-                  canvas: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+def sample_cached(model, n: int, labels=None, *, cond_map=None, generator: torch.Generator | None = None,
+                  canvas: torch.Tensor | None = None, start: int = 0, temperature: float = 1.0) -> torch.Tensor:
     """Like :func:`sample_naive`, computing only what each new pixel changes (the backbone's cache).
 
     The rows above ``start`` are computed in bulk first, then every pixel of the row of ``start`` before
@@ -69,10 +71,10 @@ def sample_cached(model, n: int, labels=None, *, generator: torch.Generator | No
     Shape:
         -> (n, C, H, W) int64 levels
     """
-    labels, cond, dtype = _prepare(model, n, labels)
+    labels, cond, dtype = _prepare(model, n, labels, cond_map)
     C, H, W = model.image_shape
     x = _canvas(model, n, canvas)
-    state = build_cached(model.backbone, levels_to_unit(x, model.bits, dtype), cond)
+    state = build_cached(model.backbone, model.encode(x, dtype), cond)
     if start >= H * W:  # nothing to draw
         return x
     proj = CachedConv(model.proj)
@@ -86,8 +88,8 @@ def sample_cached(model, n: int, labels=None, *, generator: torch.Generator | No
         if idx < start:  # a given pixel: its features only fill the caches
             continue
         params = proj(features[:, None, None]).permute(0, 3, 1, 2)  # (B, P, 1, 1), as the naive sampler's
-        x[:, :, i, j] = model.head.sample(params, generator=generator)[:, :, 0, 0]
-        state.set_pixel(i, j, levels_to_unit(x[:, :, i, j], model.bits, dtype))
+        x[:, :, i, j] = model.head.sample(params, generator=generator, temperature=temperature)[:, :, 0, 0]
+        state.set_pixel(i, j, model.encode(x[:, :, i:i + 1, j:j + 1], dtype)[:, :, 0, 0])
     return x
 
 
@@ -105,34 +107,36 @@ def resolve_method(model, method: str) -> str:
     return method
 
 
-def _run(model, method: str, n: int, labels, generator, **canvas) -> torch.Tensor:
+def _run(model, method: str, n: int, labels, generator, temperature, cond_map, **canvas) -> torch.Tensor:
     fn = _METHODS[resolve_method(model, method)]
+    temperature = check_temperature(temperature)
     was_training = model.training
     model.eval()
     try:
-        out = fn(model, n, labels, generator=generator, **canvas)
+        out = fn(model, n, labels, cond_map=cond_map, generator=generator, temperature=temperature, **canvas)
     finally:
         model.train(was_training)
-    return out.to(output_dtype(model.bits))
+    return out.to(model.sample_dtype)
 
 
 @torch.no_grad()
-def sample(model, n: int, labels=None, *, method: str = "auto",
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(model, n: int, labels=None, *, cond_map=None, method: str = "auto",
+           generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Sample ``n`` images from ``model`` in eval mode (dropout off); training mode is restored after.
 
     ``method``: ``"naive"``, ``"cached"`` (``ValueError`` if the backbone has no cache) or ``"auto"``
     (cached where available, else naive). Both give the same images for the same generator.
+    ``temperature``: T > 0, as the head defines it (1: the model itself, bit for bit).
 
     Shape:
-        -> (n, C, H, W) uint8 (bits <= 8) or int32
+        cond_map: (n, D, h, w) or None -> (n, C, H, W) uint8 (bits <= 8), int32 (deeper) or int64 (codes)
     """
-    return _run(model, method, n, labels, generator)
+    return _run(model, method, n, labels, generator, temperature, cond_map)
 
 
 @torch.no_grad()
-def complete(model, x: torch.Tensor, rows: int, labels=None, *, method: str = "auto",
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def complete(model, x: torch.Tensor, rows: int, labels=None, *, cond_map=None, method: str = "auto",
+             generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Keep the first ``rows`` rows of each image and sample the rest (inpainting the lower part).
 
     The given rows are returned unchanged; the rest is drawn as :func:`sample` draws it, conditioned on
@@ -146,4 +150,5 @@ def complete(model, x: torch.Tensor, rows: int, labels=None, *, method: str = "a
     if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= H:
         raise ValueError(f"rows must be an int in [0, {H}] (the number of rows to keep), got {rows!r}")
     canvas = x.to(device=model.device, dtype=torch.int64)
-    return _run(model, method, x.shape[0], labels, generator, canvas=canvas, start=rows * W)
+    return _run(model, method, x.shape[0], labels, generator, temperature, cond_map, canvas=canvas,
+                start=rows * W)

@@ -42,7 +42,6 @@ from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .compiled_kernels import compiled_kernels, cpu_compiler_available
 from .cpu_allocator import reuse_freed_memory
-from .heads.base import levels_to_unit
 from .mutation import mutate, mutation_generator
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "build_model", "export_model",
@@ -208,7 +207,7 @@ class TrainingDiverged(ValueError):
 # ----------------------------------------------------------------------------------------- model & data
 def build_model(config: TrainConfig):
     """The model a config describes, with fresh weights (or the ``init_from`` weights)."""
-    from .registry import create_model
+    from .builder import create_model
 
     if config.init_from is not None:
         model = _load_weights(config.init_from)
@@ -312,10 +311,11 @@ class BatchBitsPerDim(nn.Module):
         self.model = model
         self.dims = math.prod(model.image_shape)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                cond_map: torch.Tensor | None = None) -> torch.Tensor:
         m = self.model
         dtype = m.proj.bias.dtype
-        params = m.params_from_unit(levels_to_unit(x, m.bits, dtype), m.condition(labels, dtype))
+        params = m.params_from_unit(m.encode(x, dtype), m.condition(labels, dtype, cond_map))
         nats = m.head.nll(params, x)  # (B, H, W), computed in float32 or better with autocast off
         return nats.sum() / (x.shape[0] * self.dims * math.log(2.0))
 

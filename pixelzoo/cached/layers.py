@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DownShiftedConvTranspose2d, GatedResnet
+from ..layers import DownShiftedConvTranspose2d, GatedResnet, split_conditioning
 from .planes import Plane
 
 __all__ = ["CachedConv", "CachedConvTranspose", "CachedGatedResnet"]
@@ -113,7 +113,7 @@ class CachedGatedResnet:
             of plane must keep activations: the block reads their concat_elu).
         make_plane: ``make_plane(channels, values=True) -> Plane`` at this block's resolution, keeping
             activations.
-        cond: (B, num_classes) one-hot conditioning, or None.
+        cond: (B, num_classes) one-hot conditioning, a :class:`~pixelzoo.layers.Conditioning`, or None.
 
     Attributes:
         out: the plane of block outputs; ``hidden``: the plane of first-convolution outputs (the
@@ -146,14 +146,21 @@ class CachedGatedResnet:
                                                     nin.matrix[:, total + start:total + start + size]], dim=1))
                 start += size
             self.aux_bias = nin.bias
-        self.cond_term = None
+        onehot, spatial = split_conditioning(cond)
+        self.cond_term = self.map_term = None
         if block.cond_bias is not None:
-            if cond is None:
+            if onehot is None:
                 raise ValueError("this GatedResnet is class-conditional; pass cond=")
             with torch.no_grad():
-                self.cond_term = (cond @ block.cond_bias.to(cond.dtype))[:, None, None, :]
+                self.cond_term = (onehot @ block.cond_bias.to(onehot.dtype))[:, None, None, :]
         self.hidden = make_plane(channels, values=False)  # only its concat_elu is ever read
         self.out = make_plane(channels)
+        if block.map_proj is not None:
+            if spatial is None:
+                raise ValueError("this GatedResnet conditions on a spatial map; pass cond=Conditioning(map=...)")
+            with torch.no_grad():  # the whole (B, H, W, 2F) term at this resolution, sliced per region
+                m = spatial.map_at(self.out.height, self.out.width)
+                self.map_term = torch.einsum("bdhw,dk->bhwk", m.to(block.map_proj.dtype), block.map_proj)
 
     def run(self, r0: int, r1: int, c0: int, c1: int) -> None:
         hidden = self.conv_in.region(self.x.activated, r0, r1, c0, c1)
@@ -164,5 +171,7 @@ class CachedGatedResnet:
         gate_in = self.conv_out.region(self.hidden.activated, r0, r1, c0, c1)
         if self.cond_term is not None:
             gate_in = gate_in + self.cond_term
+        if self.map_term is not None:
+            gate_in = gate_in + self.map_term[:, r0:r1, c0:c1]
         a, b = gate_in.chunk(2, dim=-1)
         self.out.write(r0, c0, self.x.window(r0, r1, c0, c1) + a * torch.sigmoid(b))

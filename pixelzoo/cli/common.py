@@ -22,6 +22,7 @@ def load_model(spec: str, device: torch.device | None = None):
     """A local folder, a Hub repo id, or a preset (its published weights if it has any, else fresh ones), in
     eval mode."""
     from .. import registry
+    from ..builder import create_model
     from ..hub import DownloadError, ModelNotFoundError, from_pretrained
 
     if spec in registry.list_models() and not Path(spec).exists():
@@ -32,7 +33,7 @@ def load_model(spec: str, device: torch.device | None = None):
             except (ModelNotFoundError, DownloadError) as e:
                 print(f"note: no published weights for {spec!r} could be loaded ({e})", file=sys.stderr)
         if model is None:
-            model = registry.create_model(spec)
+            model = create_model(spec)
             print(f"note: {spec!r} is a preset: using freshly initialised (untrained) weights", file=sys.stderr)
     else:
         model = from_pretrained(spec)

@@ -58,6 +58,7 @@ def _summary(kind: str, field: torch.Tensor, position: tuple[int, int]) -> str:
 
 def _build(args: argparse.Namespace, device: torch.device):
     from .. import registry
+    from ..builder import create_model
 
     if args.model in registry.list_models():
         preset = registry.get_preset(args.model)
@@ -68,7 +69,7 @@ def _build(args: argparse.Namespace, device: torch.device):
             overrides = {k: v for k, v in _NARROW.items() if accepted is None or k in accepted}
         if args.size:
             overrides["image_shape"] = (C, *args.size)
-        return registry.create_model(args.model, **overrides).to(device).eval()
+        return create_model(args.model, **overrides).to(device).eval()
     return load_model(args.model, device)
 
 

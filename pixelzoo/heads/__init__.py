@@ -3,5 +3,6 @@ from .base import Head
 from .dlogistic import DiscretizedLogisticMixture
 from .softmax import CoupledSoftmax
 from .clogistic import ContinuousLogisticMixture
+from .categorical import Categorical
 
-__all__ = ["Head", "DiscretizedLogisticMixture", "CoupledSoftmax", "ContinuousLogisticMixture"]
+__all__ = ["Head", "DiscretizedLogisticMixture", "CoupledSoftmax", "ContinuousLogisticMixture", "Categorical"]

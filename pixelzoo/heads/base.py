@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["Head", "levels_to_unit", "unit_to_levels", "uniform", "log1mexp", "float_params"]
+__all__ = ["Head", "levels_to_unit", "unit_to_levels", "uniform", "log1mexp", "float_params", "check_temperature"]
 
 
 def levels_to_unit(x: torch.Tensor, bits: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -46,6 +46,34 @@ def log1mexp(d: torch.Tensor) -> torch.Tensor:
     return torch.where(small, torch.log(-torch.expm1(-d_small)), torch.log1p(-torch.exp(-d_large)))
 
 
+def check_temperature(temperature: Any) -> float:
+    """A sampling temperature: a finite number > 0 (1 is the model itself)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0 (1 samples the model itself; smaller values "
+                         f"approach each conditional's mode), got {temperature!r}")
+    return float(temperature)
+
+
+def inverse_cdf_sample(logits: torch.Tensor, generator: torch.Generator | None,
+                       temperature: float = 1.0) -> torch.Tensor:
+    """One draw per position from ``softmax(logits / T)`` over dim 1, by inverse CDF in float64 with one uniform
+    per position (T = 1: the logits as they are; T -> 0: their argmax).
+
+    Shape:
+        logits: (B, K, H, W) -> (B, H, W) int64 in [0, K)
+    """
+    logits = logits.double()
+    if temperature != 1.0:
+        logits = logits / temperature
+    cdf = torch.softmax(logits, dim=1).cumsum(dim=1)
+    B, _, H, W = logits.shape
+    u = uniform((B, H, W), cdf, generator)
+    # Count the levels whose CDF lies below u·total: scaling by the total (≈ 1 up to rounding) keeps the result
+    # < K and never picks a zero-probability level.
+    return (cdf < (u * cdf[:, -1])[:, None]).sum(dim=1)
+
+
 @contextlib.contextmanager
 def _no_autocast(device_type: str) -> Iterator[None]:
     with torch.autocast(device_type=device_type, enabled=False):
@@ -72,6 +100,7 @@ class Head(nn.Module):
     """
 
     exact: ClassVar[bool] = True
+    models_codes: ClassVar[bool] = False  # True: unordered discrete codes (model num_codes), not intensities
     registry_name: ClassVar[str] = ""
     max_bits: ClassVar[int] = 16
 
@@ -133,20 +162,26 @@ class Head(nn.Module):
             return self._nll_map(float_params(params), x, generator=generator)
 
     @torch.no_grad()
-    def sample(self, params: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, params: torch.Tensor, *, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> torch.Tensor:
         """Draw integer levels, sequentially over channels inside each pixel, from one network output.
+
+        ``temperature`` T sharpens (T < 1) or flattens (T > 1) each conditional as the head defines it (see
+        its docstring); T = 1 draws from the model itself, exactly as without the argument.
 
         Shape:
             params: (B, P, H, W) -> (B, C, H, W) int64 in [0, 2**bits)
         """
         self._check(params)
+        temperature = check_temperature(temperature)
         with _no_autocast(params.device.type):
-            return self._sample(float_params(params), generator=generator)
+            return self._sample(float_params(params), generator=generator, temperature=temperature)
 
     def _nll(self, params: torch.Tensor, x: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def _sample(self, params: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+    def _sample(self, params: torch.Tensor, *, generator: torch.Generator | None,
+                temperature: float = 1.0) -> torch.Tensor:
         raise NotImplementedError
 
     def _nll_map(self, params: torch.Tensor, x: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:

@@ -175,8 +175,13 @@ class DiscretizedLogisticMixture(Head):
         return DLogisticSpec(self.bits, self.log_scale_min, self.log_scale_max, coupling_pairs(self.channels),
                              partial(unpack_mixture_params, channels=self.channels, num_mixtures=self.num_mixtures))
 
-    def _sample(self, params, *, generator):
+    def _sample(self, params, *, generator, temperature=1.0):
         logits, means, log_scales, coeffs = self._unpack(params)
+        if temperature != 1.0:
+            # Mixture logits / T and every scale × T, after the log-scale clamp (a clamp applied later would stop
+            # the concentration). As T -> 0 a draw goes to the mean of the most probable component, which is
+            # the conditional's mode only approximately (the components overlap).
+            logits, log_scales = logits / temperature, log_scales + math.log(temperature)
         B, M, H, W = logits.shape
         C = self.channels
         gumbel = -torch.log(-torch.log(uniform((B, M, H, W), logits, generator, _U_EPS, 1 - _U_EPS)))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..registry import register_head
-from .base import Head, _no_autocast, float_params, levels_to_unit, uniform
+from .base import Head, _no_autocast, float_params, inverse_cdf_sample, levels_to_unit
 from .dlogistic import coupling_pairs
 
 __all__ = ["CoupledSoftmax"]
@@ -110,19 +110,14 @@ class CoupledSoftmax(Head):
     def _nll_map(self, params, x, *, generator):
         return -self._channel_log_probs(params, x)
 
-    def _sample(self, params, *, generator):
+    def _sample(self, params, *, generator, temperature=1.0):
         # Inverse-CDF sampling in float64, one uniform per sub-pixel, drawn channel by channel (R, G, B);
         # each sampled level, mapped like the network input, conditions the later channels.
         B, _, H, W = params.shape
         values = torch.zeros((B, self.channels, H, W), dtype=params.dtype, device=params.device)
         levels = []
         for c in range(self.channels):
-            probs = torch.softmax(self.coupled_logits(params, values)[:, c].double(), dim=1)
-            cdf = probs.cumsum(dim=1)
-            u = uniform((B, H, W), cdf, generator)
-            # Count the levels whose CDF lies below u·total: scaling by the total (≈ 1 up to rounding)
-            # keeps the result < K and never picks a zero-probability level.
-            k = (cdf < (u * cdf[:, -1])[:, None]).sum(dim=1)
+            k = inverse_cdf_sample(self.coupled_logits(params, values)[:, c], generator, temperature)
             levels.append(k)
             values[:, c] = levels_to_unit(k, self.bits, params.dtype)
         return torch.stack(levels, dim=1)

@@ -286,7 +286,7 @@ def from_pclucas14(source: str | os.PathLike | Mapping[str, Any], *, map_locatio
         a ``PixelZooModel`` (``pixelcnnpp`` + ``dlogistic``, dropout 0.5 as the port's default; call ``eval()``)
         whose ``forward`` gives the port's raw output in its channel layout and whose ``nll`` its loss per image.
     """
-    from ..registry import create_model
+    from ..builder import create_model
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
