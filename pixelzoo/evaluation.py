@@ -23,12 +23,14 @@ def evaluate(model, dataset, batch_size: int = 100, *, generator: torch.Generato
     model.eval()
     total, count = 0.0, 0
     labels_all = dataset.labels if model.num_classes else None
+    maps_all = getattr(dataset, "cond_maps", None) if getattr(model, "cond_channels", 0) else None
     try:
         for start in tqdm(range(0, len(dataset), batch_size), desc="eval", unit="batch", disable=not progress,
                           leave=False):
             x = dataset.images[start:start + batch_size].to(model.device)
             y = None if labels_all is None else labels_all[start:start + batch_size].to(model.device)
-            total += float(model.nll(x, y, generator=generator).double().sum())
+            m = None if maps_all is None else maps_all[start:start + batch_size].to(model.device)
+            total += float(model.nll(x, y, cond_map=m, generator=generator).double().sum())
             count += x.shape[0]
     finally:
         model.train(was_training)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -232,7 +233,23 @@ def _load_weights(spec: str):
 
 
 def _check_fits(model, data, what: str) -> None:
-    """The data must have the model's image shape, level range and labels; raise with the fix otherwise."""
+    """The data must have the model's image shape, level range, labels and maps; raise with the fix otherwise."""
+    if model.cond_channels:
+        maps = getattr(data, "cond_maps", None)
+        if maps is None or maps.shape[1] != model.cond_channels:
+            got = "none" if maps is None else f"maps of {maps.shape[1]} channels"
+            raise ValueError(f"the model conditions on {model.cond_channels}-channel maps but {what} {data.name!r} "
+                             f"has {got}: store 'cond_maps' (N, {model.cond_channels}, h, w) in its .npz")
+    if model.num_codes:
+        if tuple(data.image_shape) != tuple(model.image_shape):
+            raise ValueError(f"{what} {data.name!r} has code maps of shape {tuple(data.image_shape)} but the model "
+                             f"takes {tuple(model.image_shape)}")
+        try:
+            model.check_images(data.images)
+        except ValueError as e:
+            raise ValueError(f"{what} {data.name!r}: {e}") from None
+        _check_labels_fit(model, data, what)
+        return
     data_bits = getattr(data, "bits", model.bits)
     if data_bits != model.bits:
         raise ValueError(f"{what} {data.name!r} holds {data_bits}-bit levels but the model takes {model.bits}-bit "
@@ -248,6 +265,10 @@ def _check_fits(model, data, what: str) -> None:
     if lo < 0 or hi > top:
         raise ValueError(f"{what} {data.name!r} holds levels in [{lo}, {hi}] but the model takes {model.bits}-bit "
                          f"levels in [0, {top}]: set bits (--set bits=N) to the data's bit depth")
+    _check_labels_fit(model, data, what)
+
+
+def _check_labels_fit(model, data, what: str) -> None:
     if model.num_classes:
         if data.labels is None:
             raise ValueError(f"the model is class-conditional ({model.num_classes} classes) but {what} "
@@ -275,19 +296,21 @@ def epoch_batches(dataset: Dataset, batch_size: int, seed: int, epoch: int, rank
 class _BatchSlices(Dataset):
     """Whole batches sliced from in-memory images (a DataLoader over it runs with ``batch_size=None``)."""
 
-    def __init__(self, data, batches: list[list[int]]) -> None:
+    def __init__(self, data, batches: list[list[int]], with_maps: bool = False) -> None:
         self.images, self.labels, self.batches = data.images, data.labels, batches
+        self.maps = data.cond_maps if with_maps else None
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         idx = torch.tensor(self.batches[i], dtype=torch.int64)
-        return self.images[idx], (None if self.labels is None else self.labels[idx])
+        return (self.images[idx], None if self.labels is None else self.labels[idx],
+                None if self.maps is None else self.maps[idx])
 
 
-def _iterate(data, batches: list[list[int]], num_workers: int, pin: bool) -> Iterator:
-    slices = _BatchSlices(data, batches)
+def _iterate(data, batches: list[list[int]], num_workers: int, pin: bool, with_maps: bool = False) -> Iterator:
+    slices = _BatchSlices(data, batches, with_maps)
     if num_workers == 0:
         return (slices[i] for i in range(len(slices)))
     # A private generator: a DataLoader iterator otherwise draws its base seed from the global RNG,
@@ -370,24 +393,32 @@ def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
                          f"original settings, or start a new run with --init-from {config.out_dir}")
 
 
-def _evaluate(model, data, config: TrainConfig, step: int) -> dict[str, Any]:
+def _evaluate(model, data, config: TrainConfig, step: int, split: str | None = None) -> dict[str, Any]:
     from .evaluation import evaluate
 
     gen = torch.Generator(device=model.device).manual_seed(config.seed)
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         result = evaluate(model, data, batch_size=config.eval_batch_size, generator=gen, progress=config.progress)
-    return dict(result, kind="eval", step=step, data=data.name)
+    return dict(result, kind="eval", step=step, data=data.name, split=split or data.split or config.eval_split)
 
 
-def _save_samples(model, config: TrainConfig, out_dir: Path, step: int) -> dict[str, Any]:
+def _save_samples(model, config: TrainConfig, out_dir: Path, step: int, data=None) -> dict[str, Any]:
     from .images import save_grid
 
     n = config.num_samples
     labels = torch.arange(n) % model.num_classes if model.num_classes else None
+    cond_map = None
+    if model.cond_channels:  # the maps of the first images of the data (repeated when it has fewer)
+        maps = data.cond_maps
+        cond_map = maps[torch.arange(n) % len(maps)].to(model.device)
     gen = torch.Generator(device=model.device).manual_seed(config.seed)
     # fork_rng: sampling must not move the global RNG, or dropout after it would differ from a resumed run.
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-        images = model.sample(n, labels, generator=gen).cpu()
+        images = model.sample(n, labels, cond_map=cond_map, generator=gen).cpu()
+    if model.num_codes:  # code maps are no picture: keep the integers
+        path = out_dir / f"samples_step{step}.npy"
+        np.save(path, images.numpy())
+        return {"kind": "sample", "step": step, "path": path.name}
     path = save_grid(images, out_dir / f"samples_step{step}.png", bits=model.bits, scale=2)
     return {"kind": "sample", "step": step, "path": path.name}
 
@@ -445,10 +476,10 @@ def _card(config: TrainConfig, train_data, eval_record: dict[str, Any] | None, s
         hardware = f"{info.world_size}x {torch.cuda.get_device_name(info.device)}"
     else:
         hardware = f"{info.world_size}x CPU ({torch.get_num_threads()} threads)"
-    card = {"dataset": eval_record["data"] if eval_record else train_data.name, "steps": step, "wall_time": round(seconds), "hardware": hardware,
-            "ema_decay": config.ema_decay}
+    card = {"dataset": eval_record["data"] if eval_record else train_data.name, "steps": step,
+            "wall_time": round(seconds), "hardware": hardware, "ema_decay": config.ema_decay}
     if eval_record is not None:
-        card.update(split=config.eval_split, num_images=eval_record["num_images"], exact=eval_record["exact"],
+        card.update(split=eval_record.get("split") or config.eval_split, num_images=eval_record["num_images"], exact=eval_record["exact"],
                     bits_per_dim=eval_record["bits_per_dim"], nats_per_image=eval_record["nats_per_image"])
     return card
 
@@ -563,6 +594,13 @@ class _Run:
         if config.eval_every >= 0:
             self.eval_data = eval_data if eval_data is not None else \
                 load_dataset(config.eval_data or config.data, config.eval_split)
+            if eval_data is None and config.eval_data is None and self.eval_data.split is None:
+                # A single-split source ignores eval_split: the "test" figure would be of training images.
+                raise ValueError(f"--data {config.data!r} is one set of images without a train/test split, so the "
+                                 f"evaluation would score training images: pass --eval-data with the test images "
+                                 f"(or --eval-every -1 to skip evaluation)")
+            # The split the figures are reported on: the data's own, else the one the user named for it.
+            self.eval_split_name = self.eval_data.split or config.eval_split
             if config.eval_limit is not None:
                 self.eval_data = self.eval_data.subset(config.eval_limit)
             _check_fits(self.model, self.eval_data, "evaluation data")
@@ -574,7 +612,8 @@ class _Run:
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed))
             idx = order[:config.init_batch_size]
             labels = data.labels[idx].to(info.device) if self.model.num_classes else None
-            self.model.data_dependent_init(data.images[idx].to(info.device), labels)
+            maps = data.cond_maps[idx].to(info.device) if self.model.cond_channels else None
+            self.model.data_dependent_init(data.images[idx].to(info.device), labels, maps)
         dist_utils.broadcast_module(self.model, self.info)
 
     def _open_run_dir(self) -> None:
@@ -591,7 +630,7 @@ class _Run:
         dist_utils.barrier(self.info)
 
     # -------------------------------------------------------------------------------------- steps
-    def train_step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor | None, cond_map: torch.Tensor | None = None) -> None:
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * config.lr_decay ** self.step
@@ -600,7 +639,7 @@ class _Run:
             x = mutate(x, config.mutation_rate, self.model.bits,
                        mutation_generator(config.seed, self.step, self.info.rank))
         with torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            loss = self.net(x, y)
+            loss = self.net(x, y, cond_map)
         loss.backward()
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
@@ -653,13 +692,14 @@ class _Run:
 
     def evaluate(self) -> None:
         if self.info.is_main:
-            self.last_eval = _evaluate(self.ema.module, self.eval_data, self.config, self.step)
+            self.last_eval = _evaluate(self.ema.module, self.eval_data, self.config, self.step, self.eval_split_name)
             self.log.log(self.last_eval)
         dist_utils.barrier(self.info)
 
     def save_samples(self) -> None:
         if self.info.is_main and self.config.num_samples > 0:
-            self.log.log(_save_samples(self.ema.module, self.config, self.out_dir, self.step))
+            self.log.log(_save_samples(self.ema.module, self.config, self.out_dir, self.step,
+                                       self.eval_data if self.eval_data is not None else self.train_data))
         dist_utils.barrier(self.info)
 
     # ----------------------------------------------------------------------------------- the loop
@@ -674,10 +714,12 @@ class _Run:
                                     info.world_size)
             batches = batches[pos:pos + (self.total_steps - self.step)]
             t_step = time.monotonic()
-            for x, y in _iterate(self.train_data, batches, config.num_workers, info.device.type == "cuda"):
+            for x, y, m in _iterate(self.train_data, batches, config.num_workers, info.device.type == "cuda",
+                                    with_maps=bool(self.model.cond_channels)):
                 x = x.to(info.device, non_blocking=True)
                 y = y.to(info.device, non_blocking=True) if (y is not None and self.model.num_classes) else None
-                self.train_step(x, y)
+                m = None if m is None else m.to(info.device, non_blocking=True)
+                self.train_step(x, y, m)
                 bar.update(1)
                 self.train_seconds += time.monotonic() - t_step
                 self._after_step(callback)

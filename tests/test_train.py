@@ -111,9 +111,9 @@ def test_data_dependent_init_runs_once_on_a_fresh_run_never_on_resume_or_from_we
     calls = []
     original = PixelZooModel.data_dependent_init
 
-    def counting(self, x, labels=None):
+    def counting(self, x, labels=None, cond_map=None):
         calls.append(x.shape[0])
-        return original(self, x, labels)
+        return original(self, x, labels, cond_map)
 
     monkeypatch.setattr(PixelZooModel, "data_dependent_init", counting)
     data = tiny_mnist(32)

@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "instead of a fresh initialisation")
     m.add_argument("--dtype", default=None, choices=["float32", "float64"])
     d = p.add_argument_group("data")
-    d.add_argument("--data", default=None, help="training data path, or 'bundled' (default: the bundled MNIST subset)")
+    d.add_argument("--data", default=None, nargs="+", help="training data: a path, several paths (joined in order into "
+                   "one training set, e.g. the five CIFAR-10 batch files), a folder of .npz batches, or 'bundled' "
+                   "(default: the bundled MNIST subset)")
     d.add_argument("--split", default=None, help="split of --data to train on (default train)")
     d.add_argument("--eval-data", default=None, help="evaluation data (default: --data)")
     d.add_argument("--eval-split", default=None, help="split of the evaluation data (default test)")
@@ -122,6 +124,8 @@ def build_config(args: argparse.Namespace):
     from ..train import TrainConfig
 
     given = {field: getattr(args, field) for field in _FIELDS if getattr(args, field) is not None}
+    if isinstance(given.get("data"), list):  # several sources: one comma-separated string (JSON-able, comparable)
+        given["data"] = ",".join(given["data"])
     if args.out is not None:
         given["out_dir"] = args.out
     if args.no_progress:

@@ -36,6 +36,8 @@ class ImageDataset(Dataset):
         split: ``"train"`` / ``"test"`` when the source had splits, None when it was one set of images.
         class_names: names of the classes in index order, when the source gives them; they fix
             ``num_classes`` even when the last classes have no image here.
+        cond_maps: (N, D, h, w) float conditioning maps, one per image (for models with ``cond_channels``),
+            or None. They are what a model conditions on (e.g. the coarser codes of a VQ-VAE-2), never modelled.
 
     Items are ``(image (C, H, W), label)``, with label -1 when the dataset has no labels.
 
@@ -44,7 +46,8 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, bits: int = 8,
-                 name: str = "", *, split: str | None = None, class_names: Sequence[str] | None = None) -> None:
+                 name: str = "", *, split: str | None = None, class_names: Sequence[str] | None = None,
+                 cond_maps: torch.Tensor | None = None) -> None:
         if not isinstance(images, torch.Tensor):
             raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
         if images.dim() != 4:
@@ -65,6 +68,13 @@ class ImageDataset(Dataset):
             class_names = [str(c) for c in class_names]
             if labels is not None and labels.numel() and int(labels.max()) >= len(class_names):
                 raise ValueError(f"label {int(labels.max())} has no name among the {len(class_names)} class names")
+        if cond_maps is not None:
+            if not isinstance(cond_maps, torch.Tensor) or not cond_maps.dtype.is_floating_point:
+                raise ValueError(f"cond_maps must be a float tensor (N, D, h, w), got "
+                                 f"{getattr(cond_maps, 'dtype', type(cond_maps).__name__)}")
+            if cond_maps.dim() != 4 or cond_maps.shape[0] != images.shape[0]:
+                raise ValueError(f"cond_maps must be ({images.shape[0]}, D, h, w), one map per image, got "
+                                 f"{tuple(cond_maps.shape)}")
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
         self.images = images
@@ -73,6 +83,7 @@ class ImageDataset(Dataset):
         self.name = name
         self.split = split
         self.class_names = class_names
+        self.cond_maps = cond_maps
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -92,13 +103,15 @@ class ImageDataset(Dataset):
         return self.images[i], (self.labels[i] if self.labels is not None else torch.tensor(-1))
 
     def __repr__(self) -> str:
+        maps = "" if self.cond_maps is None else f", cond_maps {tuple(self.cond_maps.shape[1:])}"
         return (f"ImageDataset({self.name!r}, {len(self)} images of {self.image_shape}, {self.bits} bits, "
-                f"{self.num_classes} classes, split={self.split!r})")
+                f"{self.num_classes} classes, split={self.split!r}{maps})")
 
     def subset(self, n: int) -> "ImageDataset":
         """The first ``n`` images (all when n >= len)."""
         return ImageDataset(self.images[:n], None if self.labels is None else self.labels[:n], self.bits, self.name,
-                            split=self.split, class_names=self.class_names)
+                            split=self.split, class_names=self.class_names,
+                            cond_maps=None if self.cond_maps is None else self.cond_maps[:n])
 
 
 def _check_levels(images: torch.Tensor | np.ndarray, bits: int, where: str) -> None:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .concat import concat_datasets, npz_batches
 from .dataset import BUNDLED_NAMES, DatasetNotFoundError, ImageDataset, _LAYOUTS, _check_split
 from .cifar import _cifar_folder, load_cifar10
 from .idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, _idx_folder, _idx_magic, load_idx
@@ -34,6 +35,15 @@ def _load_path(path: Path, split: str, bits: int | None) -> ImageDataset:
         return load_cifar10(path, split)
     if _idx_folder(path) is not None:
         return load_idx(path, split)
+    if any(p.suffix.lower() == ".npz" for p in path.iterdir()):
+        files = npz_batches(path, split)
+        if not files:
+            raise DatasetNotFoundError(f"{path} holds .npz files but none of the {split} split (file names with "
+                                       f"'test' are the test split, the others the training split)")
+        joined = concat_datasets([load_npz(f, split, bits=bits) for f in files],
+                                 name=f"{path} ({split}: {', '.join(f.name for f in files)})")
+        joined.split = split
+        return joined
     if _pngs_in(path) or any(_pngs_in(sub) or any(_pngs_in(c) for c in _subfolders(sub)) for sub in _subfolders(path)):
         return load_png_folder(path, split)
     entries = sorted(p.name for p in path.iterdir())
@@ -46,8 +56,9 @@ def load_dataset(source: Any = None, split: str = "train", *, bits: int | None =
 
     Args:
         source: None / ``"bundled"`` (the embedded MNIST subset), a path (CIFAR-10 folder, IDX folder or file,
-            PNG folder, ``.npz``), an :class:`ImageDataset` (returned as is) or a dataset object whose items
-            are ``(image, label)`` (see :func:`from_torchvision`).
+            PNG folder, ``.npz``, a folder of ``.npz`` batches), a list of such paths or a comma-separated string of
+            them (joined in order into one dataset), an :class:`ImageDataset` (returned as is) or a dataset object
+            whose items are ``(image, label)`` (see :func:`from_torchvision`).
         split: ``"train"`` or ``"test"``; ignored by sources that hold one split (their ``.split`` is None).
         bits: bit depth for integer data wider than uint8, or for float data; uint8 is 8 bits.
 
@@ -63,6 +74,12 @@ def load_dataset(source: Any = None, split: str = "train", *, bits: int | None =
         return load_bundled(split)
     if isinstance(source, ImageDataset):
         return source
+    if isinstance(source, str) and "," in source:
+        source = [s.strip() for s in source.split(",") if s.strip()]
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise ValueError("an empty list of datasets")
+        return concat_datasets([load_dataset(s, split, bits=bits) for s in source])
     if isinstance(source, (str, os.PathLike)):
         return _load_path(Path(source), split, bits)
     if hasattr(source, "__getitem__") and hasattr(source, "__len__"):

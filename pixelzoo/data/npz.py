@@ -6,6 +6,7 @@ from importlib import resources
 from typing import BinaryIO
 
 import numpy as np
+import torch
 from einops import rearrange
 
 from .dataset import ImageDataset, PathLike, _check_split, _labels_tensor, _levels_tensor, _resolve_bits
@@ -23,7 +24,8 @@ def load_bundled(split: str = "train") -> ImageDataset:
 def load_npz(source: PathLike | BinaryIO, split: str = "train", *, bits: int | None = None,
              name: str | None = None) -> ImageDataset:
     """An ``.npz`` holding ``images`` (N, H, W[, C]) and optional ``labels`` (N,), or ``{split}_images`` and
-    ``{split}_labels``; an optional scalar ``bits`` gives the depth of a wider int type.
+    ``{split}_labels``; an optional scalar ``bits`` gives the depth of a wider int type, optional ``cond_maps``
+    (or ``{split}_cond_maps``), float (N, D, h, w), the conditioning map of each image.
 
     Shape:
         images (N, H, W) -> (N, 1, H, W); (N, H, W, C) channels-last -> (N, C, H, W)
@@ -41,8 +43,9 @@ def load_npz(source: PathLike | BinaryIO, split: str = "train", *, bits: int | N
         keys = list(npz.files)
         if f"{split}_images" in keys:
             image_key, label_key, got_split = f"{split}_images", f"{split}_labels", split
+            map_key = f"{split}_cond_maps"
         elif "images" in keys:
-            image_key, label_key, got_split = "images", "labels", None
+            image_key, label_key, got_split, map_key = "images", "labels", None, "cond_maps"
         else:
             raise ValueError(f"{where} holds the arrays {keys}, but neither '{split}_images' nor 'images'; expected "
                              "'images' (N, H, W[, C]) with optional 'labels' (N,), or 'train_images'/'test_images'")
@@ -50,6 +53,7 @@ def load_npz(source: PathLike | BinaryIO, split: str = "train", *, bits: int | N
             images = npz[image_key]
             labels = npz[label_key] if label_key in keys else None
             file_bits = npz["bits"] if "bits" in keys else None
+            maps = npz[map_key] if map_key in keys else None
         except ValueError as e:  # object arrays need pickle, which is refused
             raise ValueError(f"cannot read {where}: {e} (store plain integer arrays)") from e
     if file_bits is not None:
@@ -65,7 +69,12 @@ def load_npz(source: PathLike | BinaryIO, split: str = "train", *, bits: int | N
     images = _nhwc_to_nchw(images, f"{where} '{image_key}'")
     y = None if labels is None else _labels_tensor(labels, images.shape[0], where)
     suffix = f" ({got_split})" if got_split else ""
-    return ImageDataset(_levels_tensor(images, bits, where), y, bits, f"{where}{suffix}", split=got_split)
+    if maps is not None:
+        if not np.issubdtype(maps.dtype, np.floating):
+            raise ValueError(f"{where}: '{map_key}' must be a float array (N, D, h, w), got {maps.dtype}")
+        maps = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+    return ImageDataset(_levels_tensor(images, bits, where), y, bits, f"{where}{suffix}", split=got_split,
+                        cond_maps=maps)
 
 
 def _nhwc_to_nchw(images: np.ndarray, where: str) -> np.ndarray:
