@@ -105,6 +105,7 @@ class TrainConfig:
     compile_kernels: bool = False  # single-pass compiled elementwise kernels in the gated resnets (CPU speed)
     num_workers: int = 0  # DataLoader workers (0: batches are sliced in the main process)
     reuse_cpu_memory: bool = True  # on the CPU, keep freed tensor memory for reuse (pixelzoo.cpu_allocator)
+    threads: int | None = None  # torch CPU threads (None: torch's choice; a resume reuses the run's own count)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_args", dict(self.model_args))
@@ -139,6 +140,9 @@ class TrainConfig:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             problems.append(f"max_minutes must be > 0 or None, got {self.max_minutes}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            problems.append(f"threads must be an int >= 1 or None, got {self.threads!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             problems.append(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
         if self.dtype not in _DTYPES:
@@ -381,6 +385,19 @@ class _MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def _resume_threads(saved: int | None, asked: int | None) -> None:
+    """Run a resumed run on the thread count it was started with: CPU kernels split their sums by thread, so
+    another count changes the rounding and the resumed weights would differ from an uninterrupted run's."""
+    if saved is None:
+        return
+    if asked is None:
+        torch.set_num_threads(saved)
+    elif asked != saved:
+        warnings.warn(f"resuming a run that trained on {saved} CPU thread(s) with {asked}: training goes on, but the "
+                      f"result is no longer bit-identical to an uninterrupted run (leave out --threads to keep "
+                      f"{saved})", stacklevel=3)
+
+
 def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
     current = config.to_dict()
     # A run saved before a field existed ran with that field's default.
@@ -573,6 +590,7 @@ class _Run:
                              f"--resume to start a new run there")
         saved = ckpt.load_checkpoint(self.ckpt_path)
         _check_resume_config(saved["config"], config)
+        _resume_threads(saved.get("threads"), config.threads)
         if saved["world_size"] != info.world_size:
             raise ValueError(f"cannot resume exactly: the run used {saved['world_size']} process(es), this one has "
                              f"{info.world_size}; restart it with the same --nproc_per_node")
@@ -685,7 +703,7 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(),
                 "step": self.step, "epoch": epoch, "batch_in_epoch": pos, "world_size": info.world_size,
                 "train_images": len(self.train_data),
-                "rng": rngs, "elapsed_seconds": self.elapsed(),
+                "rng": rngs, "elapsed_seconds": self.elapsed(), "threads": torch.get_num_threads(),
             }, self.ckpt_path)
         self.last_ckpt_step = self.step
         dist_utils.barrier(info)
@@ -795,6 +813,8 @@ def train(config: TrainConfig, *, data=None, eval_data=None,
         if config.compile_kernels and on_cpu and not cpu_compiler_available():
             raise ValueError("compile_kernels (--compile-kernels) compiles C++ kernels on the CPU, but no C++ compiler "
                              "($CXX, g++, c++, clang++) is on PATH: install one, or train without it")
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         if config.reuse_cpu_memory and on_cpu:
             reuse_freed_memory()  # no page faults on each step's fresh activation buffers
         with compiled_kernels(config.compile_kernels):

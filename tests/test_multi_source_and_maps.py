@@ -133,3 +133,20 @@ def test_a_map_model_on_data_without_maps_is_refused(tmp_path):
     too_big.cond_maps = d.cond_maps
     with pytest.raises(ValueError, match=r"codes must lie in \[0, 20\)"):
         train(config, data=too_big)
+
+
+def test_plot_command_draws_a_runs_curves(tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"kind": "train", "step": s, "loss_bpd": 5.0 - s / 100} for s in range(10, 110, 10)]
+    lines += [{"kind": "eval", "step": 50, "bits_per_dim": 4.6}, {"kind": "sample", "step": 50, "path": "x.png"},
+              {"kind": "eval", "step": 100, "bits_per_dim": 4.2}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    assert main(["plot", str(run), "--out", str(tmp_path / "curve.png")]) == 0
+    assert "10 train and 2 eval points" in capsys.readouterr().out
+    assert Image.open(tmp_path / "curve.png").size[0] > 300
+    (run / "metrics.jsonl").write_text("")
+    assert main(["plot", str(run), "--out", str(tmp_path / "c2.png")]) == 1
+    assert "no train or eval records" in capsys.readouterr().err

@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import apply_threads
 
 # TrainConfig fields set by a flag of the same name (--out sets out_dir).
 _FIELDS = ("init_from", "dtype", "data", "split", "eval_data", "eval_split", "eval_limit", "steps", "epochs",
            "max_minutes", "batch_size", "lr", "lr_decay", "eps", "grad_clip", "ema_decay", "ema_warmup",
            "init_batch_size", "seed", "weight_decay", "mutation_rate", "checkpoint_every", "eval_every",
            "eval_batch_size", "sample_every", "num_samples", "log_every", "device", "bf16", "compile", "compile_kernels",
-           "num_workers", "reuse_cpu_memory")
+           "num_workers", "reuse_cpu_memory", "threads")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--reuse-cpu-memory", default=None, action=argparse.BooleanOptionalAction,
                    help="on the CPU, keep freed tensor memory for reuse instead of page-faulting it in anew each step "
                    "(default on)")
-    h.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    h.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; on --resume "
+                   "the run's own count, which keeps the resumed run bit-exact)")
     h.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -138,6 +138,7 @@ def build_config(args: argparse.Namespace):
             raise ValueError(f"cannot resume: {str(out)!r} holds no train_config.json / checkpoint.pt; run without "
                              f"--resume to start a new run there")
         base = json.loads(saved.read_text())
+        base.pop("threads", None)  # the checkpoint's own thread count applies unless --threads is given
         if "steps" in given:
             base["epochs"] = None
         if "epochs" in given:
@@ -154,8 +155,7 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
-    apply_threads(args)
-    config = build_config(args)
+    config = build_config(args)  # train() applies config.threads (on resume: the count the run was started with)
     result = train(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
