@@ -93,6 +93,15 @@ def main() -> int:
     return 0
 
 
+def _finish(ax, xlabel: str, ylabel: str, fontsize: int) -> None:
+    ax.axhline(0.5, color="grey", lw=0.5)  # chance
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=fontsize)
+    ax.grid(alpha=0.3)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -105,12 +114,7 @@ def plot(results: dict, path: Path) -> None:
     steps = [r["step"] for r in results["by_step"]]
     for key in ("likelihood", "local_ratio", "background_ratio", "complexity_png"):
         ax.plot(steps, [r[key] for r in results["by_step"]], "o-", label=key, ms=3)
-    ax.axhline(0.5, color="grey", lw=0.5)
-    ax.set_xlabel("foreground training steps")
-    ax.set_ylabel("AUROC (Fashion-MNIST vs MNIST)")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _finish(ax, "foreground training steps", "AUROC (Fashion-MNIST vs MNIST)", 8)
     if panels == 2:
         ax = axes[0][1]
         rows = results["by_mutation_rate"]
@@ -120,12 +124,7 @@ def plot(results: dict, path: Path) -> None:
                     label=f"test, weight decay {wd:g}")
             ax.plot([r["mutation_rate"] for r in sel], [r["val_auroc"] for r in sel], "x--",
                     label=f"validation (digits 8x8), wd {wd:g}")
-        ax.axhline(0.5, color="grey", lw=0.5)
-        ax.set_xlabel("mutation rate of the background model")
-        ax.set_ylabel("background-ratio AUROC")
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        _finish(ax, "mutation rate of the background model", "background-ratio AUROC", 7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
