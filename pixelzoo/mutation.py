@@ -19,8 +19,11 @@ def mutation_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-def mutate(x: torch.Tensor, rate: float, bits: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def mutate(x: torch.Tensor, rate: float, bits: int, generator: torch.Generator | None = None, *,
+           levels: int | None = None) -> torch.Tensor:
     """``x`` with each sub-pixel replaced by a uniform level with probability ``rate``; a new tensor.
+
+    ``levels`` (default ``2**bits``) is the number of values to draw from: pass the codebook size for code maps.
 
     Shape:
         x: (B, C, H, W) integer levels in [0, 2**bits) on any device -> same shape, dtype and device
@@ -33,5 +36,5 @@ def mutate(x: torch.Tensor, rate: float, bits: int, generator: torch.Generator |
         return x.clone()
     # Draw on the CPU: the same numbers on every device.
     mask = torch.rand(tuple(x.shape), generator=generator) < rate
-    levels = torch.randint(0, 2**bits, tuple(x.shape), generator=generator, dtype=torch.int64)
-    return torch.where(mask.to(x.device), levels.to(device=x.device, dtype=x.dtype), x)
+    drawn = torch.randint(0, levels or 2**bits, tuple(x.shape), generator=generator, dtype=torch.int64)
+    return torch.where(mask.to(x.device), drawn.to(device=x.device, dtype=x.dtype), x)

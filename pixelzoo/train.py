@@ -655,7 +655,7 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         if config.mutation_rate > 0:
             x = mutate(x, config.mutation_rate, self.model.bits,
-                       mutation_generator(config.seed, self.step, self.info.rank))
+                       mutation_generator(config.seed, self.step, self.info.rank), levels=self.model.num_codes or None)
         with torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             loss = self.net(x, y, cond_map)
         loss.backward()

@@ -136,6 +136,8 @@ def test_mutation_has_the_rate_is_uniform_and_is_reproducible():
     assert int(mutate(torch.zeros(1000, dtype=torch.int64).view(10, 1, 10, 10), 1.0, 3).max()) <= 7
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         mutate(x, 1.5, 8)
+    codes = mutate(torch.zeros(20000, dtype=torch.int64).view(200, 1, 10, 10), 1.0, 10, levels=600)
+    assert int(codes.max()) == 599 and len(codes.unique()) == 600  # a codebook of 600: every code, none beyond
 
 
 def _tiny_data(n=40):
@@ -178,7 +180,7 @@ def test_mutated_training_resumes_bit_for_bit_and_sees_mutated_batches(tmp_path,
     import pixelzoo.train as train_module
 
     real = train_module.mutate
-    monkeypatch.setattr(train_module, "mutate", lambda x, *a: seen.append((x, real(x, *a))) or seen[-1][1])
+    monkeypatch.setattr(train_module, "mutate", lambda x, *a, **k: seen.append((x, real(x, *a, **k))) or seen[-1][1])
     train(_config(tmp_path, "d", steps=2), data=data)
     assert len(seen) == 2 and all(0 < (a != b).float().mean() < 0.3 for a, b in seen)
 
