@@ -30,7 +30,8 @@ ROLES = {
              "field that explains pixel-level statistics; `pixelzoo ood --local`.",
     "background": "The background model of pixelzoo's OOD study (Ren et al., NeurIPS 2019): the foreground's "
                   "architecture trained on mutated Fashion-MNIST; `pixelzoo ood --background`. At CPU scale its "
-                  "ratio does not separate MNIST from Fashion-MNIST: see docs/ood.md.",
+                  "ratio is weaker than the local one: see the README section 'Out-of-distribution detection' "
+                  "and docs/ood_study.json.",
 }
 
 
