@@ -111,7 +111,7 @@ def test_nllmap_command_writes_images_beside_heat_maps(tmp_path, capsys):
     assert main(["nllmap", str(folder), "--data", str(data), "--split", "test", "--limit", "3", "--out", str(out),
                  "--no-progress"]) == 0
     img = Image.open(out)
-    assert img.mode == "RGB" and img.size == (2 * (32 + 2) + 2, 3 * (32 + 2) + 2)  # 3 rows of (image, map) x4
+    assert img.mode == "RGB" and img.size == (3 * 2 * (32 + 2) + 2, 32 + 2 + 2)  # one row of 3 (image, map) pairs
     heat = np.asarray(img)[2:34, 36:68]
     assert len(np.unique(heat.reshape(-1, 3), axis=0)) > 5  # a map, not a flat tile
     assert "bits per" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """``pixelzoo nllmap MODEL --data DATA --out map.png``: images beside heat maps of their bits per pixel.
 
-Each row is one image and its map of ``-log2 p(pixel | everything before it)`` (the channels of a pixel summed:
+Each image stands beside its map of ``-log2 p(pixel | everything before it)`` (the channels of a pixel summed:
 for RGB, R + G given R + B given R and G), from ``model.nll_map``. Bright is expensive. The colour scale is
 shared by all rows, from 0 to the 99th percentile of the maps (or --vmax), and printed.
 
@@ -31,16 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="nllmap.png", help="PNG to write (default nllmap.png)")
     p.add_argument("--vmax", type=float, default=None, help="top of the colour scale in bits per pixel")
     p.add_argument("--scale", type=int, default=4, help="integer upscaling (default 4)")
+    p.add_argument("--cols", type=int, default=4, help="(image, map) pairs per row (default 4)")
     p.add_argument("--no-progress", action="store_true", help="(accepted for symmetry; nothing long runs)")
     p.set_defaults(func=run)
 
 
 def nll_map_picture(images: torch.Tensor, bits_map: torch.Tensor, *, bits: int, vmax: float,
-                    scale: int = 4, padding: int = 2) -> np.ndarray:
-    """One row per image: the image and its heat map, side by side, on a white canvas.
+                    scale: int = 4, padding: int = 2, cols: int = 4) -> np.ndarray:
+    """Each image beside its heat map, ``cols`` such pairs per row, on a white canvas.
 
     Shape:
-        images: (N, C, H, W) integer levels; bits_map: (N, H, W) bits per pixel -> (rows, cols, 3) uint8
+        images: (N, C, H, W) integer levels; bits_map: (N, H, W) bits per pixel -> (height, width, 3) uint8
     """
     from ..images import heat_colors
 
@@ -51,11 +52,13 @@ def nll_map_picture(images: torch.Tensor, bits_map: torch.Tensor, *, bits: int, 
         pix = np.repeat(pix, 3, axis=-1)
     heat = heat_colors(bits_map, vmax)
     h, w = H * scale, W * scale
-    canvas = np.full((N * (h + padding) + padding, 2 * (w + padding) + padding, 3), 255, dtype=np.uint8)
+    cols = max(1, min(cols, N))
+    rows = -(-N // cols)
+    canvas = np.full((rows * (h + padding) + padding, 2 * cols * (w + padding) + padding, 3), 255, dtype=np.uint8)
     for n in range(N):
-        top = padding + n * (h + padding)
+        top = padding + (n // cols) * (h + padding)
         for k, tile in enumerate((pix[n], heat[n])):
-            left = padding + k * (w + padding)
+            left = padding + (2 * (n % cols) + k) * (w + padding)
             canvas[top:top + h, left:left + w] = tile.repeat(scale, 0).repeat(scale, 1)
     return canvas
 
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         nats = model.nll_map(x, labels)
     bits_map = (nats.sum(dim=1) / math.log(2.0)).cpu()
     vmax = args.vmax if args.vmax is not None else float(torch.quantile(bits_map.flatten().double(), 0.99))
-    path = save_png(nll_map_picture(x.cpu(), bits_map, bits=model.bits, vmax=vmax, scale=args.scale), args.out)
+    picture = nll_map_picture(x.cpu(), bits_map, bits=model.bits, vmax=vmax, scale=args.scale, cols=args.cols)
+    path = save_png(picture, args.out)
     per_dim = float(nats.sum()) / (nats.numel() * math.log(2.0))
     print(f"wrote {len(x)} images and their maps to {path}; colour scale 0 .. {vmax:.2f} bits per pixel; "
           f"mean {per_dim:.4f} bits per dim")
