@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
         np.savez(args.scores, **{f"{tag}_{name}": v.numpy() for tag in scores for name, v in scores[tag].items()})
     if args.plot:
-        path = plot_histograms(scores["in"], scores["ood"], metrics, args.plot, in_name=sets["in"].name,
-                               out_name=sets["ood"].name)
+        # the legend names the files, not their whole paths
+        path = plot_histograms(scores["in"], scores["ood"], metrics, args.plot, in_name=Path(sets["in"].name).name,
+                               out_name=Path(sets["ood"].name).name)
         print(f"wrote {path}")
     return 0
