@@ -6,7 +6,31 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "nll_per_image"]
+
+
+@torch.no_grad()
+def nll_per_image(model, images: torch.Tensor, labels: torch.Tensor | None = None,
+                  cond_maps: torch.Tensor | None = None, *, batch_size: int = 100,
+                  generator: torch.Generator | None = None, progress: bool = True, desc: str = "eval") -> torch.Tensor:
+    """Nats of every image (a bound for inexact heads), in eval mode, in batches; training mode is restored.
+
+    Shape:
+        images: (N, C, H, W) integer levels; labels: (N,) or None; cond_maps: (N, D, h, w) or None -> (N,) float64
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress,
+                          leave=False):
+            part = slice(start, start + batch_size)
+            y = None if labels is None else labels[part].to(model.device)
+            m = None if cond_maps is None else cond_maps[part].to(model.device)
+            out.append(model.nll(images[part].to(model.device), y, cond_map=m, generator=generator).double().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -19,21 +43,11 @@ def evaluate(model, dataset, batch_size: int = 100, *, generator: torch.Generato
     """
     if len(dataset) == 0:
         raise ValueError("cannot evaluate on an empty dataset")
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    labels_all = dataset.labels if model.num_classes else None
-    maps_all = getattr(dataset, "cond_maps", None) if getattr(model, "cond_channels", 0) else None
-    try:
-        for start in tqdm(range(0, len(dataset), batch_size), desc="eval", unit="batch", disable=not progress,
-                          leave=False):
-            x = dataset.images[start:start + batch_size].to(model.device)
-            y = None if labels_all is None else labels_all[start:start + batch_size].to(model.device)
-            m = None if maps_all is None else maps_all[start:start + batch_size].to(model.device)
-            total += float(model.nll(x, y, cond_map=m, generator=generator).double().sum())
-            count += x.shape[0]
-    finally:
-        model.train(was_training)
+    labels = dataset.labels if model.num_classes else None
+    maps = getattr(dataset, "cond_maps", None) if getattr(model, "cond_channels", 0) else None
+    nats = nll_per_image(model, dataset.images, labels, maps, batch_size=batch_size, generator=generator,
+                         progress=progress)
+    total, count = float(nats.sum()), len(nats)
     dims = count * math.prod(model.image_shape)
     return {"bits_per_dim": total / (dims * math.log(2.0)), "nats_per_image": total / count,
             "num_images": count, "exact": model.exact_likelihood}

@@ -238,7 +238,9 @@ class PixelZooModel(
     @property
     def sample_dtype(self) -> torch.dtype:
         """The dtype of sampled images: uint8 up to 8 bits, int32 deeper, int64 for codes."""
-        return torch.int64 if self.num_codes else (torch.uint8 if self.bits <= 8 else torch.int32)
+        from .sampling import output_dtype
+
+        return torch.int64 if self.num_codes else output_dtype(self.bits)
 
     def params_from_unit(self, xu: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Head parameters from images already mapped to [-1, 1] (no validation; the hot path).

@@ -40,15 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_new_folder(out: Path) -> None:
     """``out`` may become a model folder: new, or an empty folder; no file in its way."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder path (new or empty)")
+    from ..hub import check_destination_folder
+
+    check_destination_folder(out)  # a file at --out or above it
     if out.is_dir() and any(out.iterdir()):
         raise ValueError(f"--out {out} exists and is not empty; choose a new folder or empty it first")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
-            break
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,13 +21,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 __all__ = ["nll_bits_per_dim", "likelihood_score", "likelihood_ratio_score", "compressed_bits", "complexity_score",
            "COMPRESSORS"]
 
 
-@torch.no_grad()
 def nll_bits_per_dim(model, images: torch.Tensor, labels: torch.Tensor | None = None, *, batch_size: int = 200,
                      progress: bool = False, desc: str = "nll") -> torch.Tensor:
     """Bits/dim of every image (exact NLL for exact heads), in eval mode, in batches.
@@ -35,21 +33,13 @@ def nll_bits_per_dim(model, images: torch.Tensor, labels: torch.Tensor | None = 
     Shape:
         images: (N, C, H, W) integer levels; labels: (N,) or None -> (N,) float64
     """
+    from ..evaluation import nll_per_image
+
     if len(images) == 0:
         raise ValueError("no images to score (empty data)")
     model.check_images(images[:1])
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress,
-                          leave=False):
-            x = images[start:start + batch_size].to(model.device)
-            y = None if labels is None else labels[start:start + batch_size].to(model.device)
-            out.append(model.nll(x, y).double().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) / (math.prod(model.image_shape) * math.log(2.0))
+    nats = nll_per_image(model, images, labels, batch_size=batch_size, progress=progress, desc=desc)
+    return nats / (math.prod(model.image_shape) * math.log(2.0))
 
 
 def likelihood_score(model, images: torch.Tensor, labels: torch.Tensor | None = None, **kw) -> torch.Tensor:
