@@ -33,6 +33,7 @@ class CardInfo:
         exact: ``True`` for an exact likelihood, ``False`` for an upper bound; default: the model's head.
         nats_per_image: mean negative log-likelihood per image in nats (shown in the text).
         steps: optimizer steps of training.
+        epochs: epochs those steps make (as the trainer counts them: steps / full batches per epoch).
         wall_time: training time, seconds (a number) or a phrase such as ``"3 h 10 min"``.
         hardware: what it trained on, e.g. ``"1x H200"`` or ``"2 CPU cores"``.
         command: the command line that trained it.
@@ -51,6 +52,7 @@ class CardInfo:
     exact: bool | None = None
     nats_per_image: float | None = None
     steps: int | None = None
+    epochs: float | None = None
     wall_time: float | str | None = None
     hardware: str | None = None
     command: str | None = None
@@ -191,6 +193,7 @@ def _recipe(info: CardInfo, ema: bool) -> str:
         wall = f"{wall / 3600:.2f} h" if wall >= 3600 else f"{wall:.0f} s"
     rows = [
         ("dataset", info.dataset), ("steps", f"{info.steps:,}" if info.steps is not None else None),
+        ("epochs", f"{info.epochs:.2f}" if info.epochs is not None else None),
         ("wall time", wall), ("hardware", info.hardware),
         ("EMA decay", info.ema_decay if ema else None),
     ]

@@ -312,7 +312,7 @@ def test_no_pickle_anywhere_in_the_package():
 def test_model_card_metadata_and_text(tmp_path):
     m = tiny()
     card = {"dataset": "mnist", "dataset_id": "ylecun/mnist", "split": "test", "num_images": 1000,
-            "bits_per_dim": 1.23456, "steps": 5000, "wall_time": 7200.0, "hardware": "1x H200",
+            "bits_per_dim": 1.23456, "steps": 5000, "epochs": 2.5, "wall_time": 7200.0, "hardware": "1x H200",
             "command": "pixelzoo train --preset pixelcnnpp_mnist"}
     folder = m.save_pretrained(tmp_path / "m", card=card, repo_id="pixelzoo/tiny")
     parsed = ModelCard.load(folder / "README.md")
@@ -327,6 +327,7 @@ def test_model_card_metadata_and_text(tmp_path):
     text = parsed.text
     assert "bits/dim = **1.2346** on the `test` split of mnist (1,000 images" in text
     assert 'pixelzoo.from_pretrained("pixelzoo/tiny")' in text
+    assert "- steps: 5,000\n- epochs: 2.50\n- wall time: 2.00 h" in text
     assert "5,000" in text and "2.00 h" in text and "1x H200" in text and card["command"] in text
     conditional = ModelCard.load(tiny(num_classes=10).save_pretrained(tmp_path / "c") / "README.md").text
     assert "A class-conditional (10 classes)" in conditional and "labels = torch.arange(16) % 10" in conditional

@@ -147,6 +147,11 @@ def test_plot_command_draws_a_runs_curves(tmp_path, capsys):
     assert main(["plot", str(run), "--out", str(tmp_path / "curve.png")]) == 0
     assert "10 train and 2 eval points" in capsys.readouterr().out
     assert Image.open(tmp_path / "curve.png").size[0] > 300
+    assert main(["plot", str(run), "--out", str(tmp_path / "zoomed.png"), "--ymax", "4.5"]) == 0
+    full, zoomed = (np.asarray(Image.open(tmp_path / f)) for f in ("curve.png", "zoomed.png"))
+    assert full.shape == zoomed.shape and (full != zoomed).any()  # the axis changed
+    assert main(["plot", str(run), "--out", str(tmp_path / "c3.png"), "--ymax", "0"]) == 1
+    assert "--ymax must be a positive" in capsys.readouterr().err
     (run / "metrics.jsonl").write_text("")
     assert main(["plot", str(run), "--out", str(tmp_path / "c2.png")]) == 1
     assert "no train or eval records" in capsys.readouterr().err

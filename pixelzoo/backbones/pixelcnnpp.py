@@ -167,6 +167,11 @@ _preset("pixelcnnpp_cifar10", image_shape=(3, 32, 32),
 _preset("pixelcnnpp_small", image_shape=(3, 32, 32),
         backbone_args=dict(nr_resnet=1, nr_filters=32, dropout=0.5), head_args=dict(num_mixtures=5),
         metadata=dict(notes="A small U-net for CPU demos and tests (the pclucas14 port's 'small config')."))
+_preset("pixelcnnpp_cifar10_small", image_shape=(3, 32, 32),
+        backbone_args=dict(nr_resnet=1, nr_filters=40, dropout=0.1), head_args=dict(num_mixtures=10),
+        metadata=dict(dataset="cifar10", hub_id="pixelzoo/pixelcnnpp-cifar10-small",
+                      notes="A small U-net sized for about two hours of training on 2 CPU cores (about six "
+                            "epochs); the zoo's CIFAR-10 checkpoint."))
 _preset("pixelcnnpp_mnist", image_shape=(1, 28, 28),
         backbone_args=dict(nr_resnet=1, nr_filters=32, dropout=0.0), head_args=dict(num_mixtures=5),
         metadata=dict(dataset="mnist", hub_id="pixelzoo/pixelcnnpp-mnist",

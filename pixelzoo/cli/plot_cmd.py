@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="a run directory (holding metrics.jsonl) or a metrics.jsonl file")
     p.add_argument("--out", default="curve.png", help="PNG to write (default curve.png)")
     p.add_argument("--title", default=None)
+    p.add_argument("--ymax", type=float, default=None,
+                   help="top of the bits/dim axis (default: the highest point; the first steps' losses, near 8 "
+                        "bits/dim, flatten the rest of a long run)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"no metrics.jsonl at {path}: pass a run directory written by pixelzoo train")
+    if args.ymax is not None and not args.ymax > 0:
+        raise ValueError(f"--ymax must be a positive number of bits/dim, got {args.ymax}")
     train, evals = read_curves(path)
     if not train and not evals:
         raise ValueError(f"{path} holds no train or eval records to plot")
@@ -59,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     ax.set_xlabel("step")
     ax.set_ylabel("bits/dim")
     ax.set_title(args.title or str(path.parent.name))
+    if args.ymax is not None:
+        lowest = min(v for _, v in train + evals)
+        ax.set_ylim(min(lowest, args.ymax) - 0.05 * max(args.ymax - lowest, 0.1), args.ymax)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
